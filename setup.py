@@ -1,0 +1,29 @@
+"""Installs the `prometar` package only (never top-level `datasets` / `trainers`)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="prometar",
+    version="0.1.0",
+    description="ProMetaR (Prompt Learning via Meta-Regularization, CVPR 2024) for CLIP, with or without Dassl",
+    python_requires=">=3.9",
+    packages=find_packages(include=["prometar", "prometar.*"]),
+    package_data={"prometar": ["assets/*", "configs/**/*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "openai-clip>=1.0",
+        "setuptools<81",  # openai-clip imports pkg_resources, removed in setuptools 81
+        "yacs>=0.1.8",
+        "tqdm",
+        "tabulate",
+        "numpy",
+        "pillow",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "data": ["gdown", "scipy"],
+    },
+    entry_points={"console_scripts": ["prometar=prometar.cli:main"]},
+)
