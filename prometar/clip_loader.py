@@ -1,0 +1,204 @@
+"""Resolve and load OpenAI CLIP weights offline-first; build small CLIPs for tests.
+
+`load_clip("ViT-B/16")` looks for OpenAI's file name (`ViT-B-16.pt`) in the cache folder
+(`$PROMETAR_CLIP_CACHE`, else `~/.cache/clip`, where `clip.load` also puts it); `load_clip(path)` reads an
+OpenAI TorchScript archive or a plain state-dict file. Nothing is downloaded unless `allow_download=True`
+(or `PROMETAR_ALLOW_DOWNLOAD=1`). The model is the unmodified `clip.model.CLIP`.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import torch
+
+with warnings.catch_warnings():  # openai-clip imports pkg_resources (needs setuptools<81)
+    warnings.simplefilter("ignore")
+    import clip
+    from clip.model import CLIP, build_model, convert_weights
+
+__all__ = [
+    "CLIP_SHAPES",
+    "BUNDLED_MODELS",
+    "ClipLoadError",
+    "clip_cache_dir",
+    "resolve_clip_path",
+    "load_clip",
+    "build_clip",
+    "save_clip",
+]
+
+CACHE_ENV = "PROMETAR_CLIP_CACHE"
+DOWNLOAD_ENV = "PROMETAR_ALLOW_DOWNLOAD"
+
+#: Architecture hyper-parameters of OpenAI's ViT CLIPs (and small shapes for tests).
+CLIP_SHAPES: Dict[str, dict] = {
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=32, context_length=77, vocab_size=49408,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=16, context_length=77, vocab_size=49408,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                     vision_patch_size=14, context_length=77, vocab_size=49408,
+                     transformer_width=768, transformer_heads=12, transformer_layers=12),
+    # Small shapes for tests: real tokenizer vocabulary, tiny widths. OpenAI's loader derives the head count
+    # as width // 64 on both towers, so widths are multiples of 64.
+    "tiny": dict(embed_dim=32, image_resolution=32, vision_layers=3, vision_width=64,
+                 vision_patch_size=8, context_length=77, vocab_size=49408,
+                 transformer_width=64, transformer_heads=1, transformer_layers=3),
+    "small": dict(embed_dim=64, image_resolution=32, vision_layers=3, vision_width=128,
+                  vision_patch_size=8, context_length=77, vocab_size=49408,
+                  transformer_width=128, transformer_heads=2, transformer_layers=3),
+}
+
+#: Models shipped inside the package (see `prometar/world.py`).
+BUNDLED_MODELS = {"prometar-world": "world_clip.pt"}
+
+
+class ClipLoadError(RuntimeError):
+    """CLIP weights could not be found or read."""
+
+
+def clip_cache_dir() -> Path:
+    """Folder searched for OpenAI weight files: `$PROMETAR_CLIP_CACHE`, else `~/.cache/clip`."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clip").expanduser()
+
+
+def _openai_file_name(name: str) -> str:
+    url = clip.clip._MODELS[name]
+    return os.path.basename(url)
+
+
+def resolve_clip_path(name_or_path: Union[str, os.PathLike], cache_dir: Optional[Union[str, os.PathLike]] = None,
+                      allow_download: Optional[bool] = None) -> Path:
+    """Return the weights file for an OpenAI model name, a bundled model name or a path.
+
+    Raises `ClipLoadError` naming every path tried and how to provide the file.
+    """
+    text = str(name_or_path)
+    if allow_download is None:
+        allow_download = os.environ.get(DOWNLOAD_ENV, "") not in ("", "0", "false", "False")
+    if text in BUNDLED_MODELS:
+        path = Path(__file__).parent / "assets" / BUNDLED_MODELS[text]
+        if not path.is_file():
+            raise ClipLoadError(f"bundled CLIP {text!r} is missing from the installed package: expected {path}. "
+                                f"Reinstall prometar, or rebuild it with `python -m prometar.world pretrain`.")
+        return path
+    if text in clip.clip._MODELS:
+        folder = Path(cache_dir).expanduser() if cache_dir else clip_cache_dir()
+        path = folder / _openai_file_name(text)
+        if path.is_file():
+            return path
+        url = clip.clip._MODELS[text]
+        if allow_download:
+            folder.mkdir(parents=True, exist_ok=True)
+            return Path(clip.clip._download(url, str(folder)))
+        raise ClipLoadError(
+            f"CLIP weights for {text!r} not found: tried {path}. Download {url} to that path "
+            f"(or set ${CACHE_ENV} to the folder holding {path.name}, pass a path to a .pt file as "
+            f"MODEL.BACKBONE.NAME, or allow downloading with {DOWNLOAD_ENV}=1).")
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    known = ", ".join(list(clip.clip._MODELS) + list(BUNDLED_MODELS))
+    raise ClipLoadError(f"CLIP weights not found: {text!r} is neither an existing file (tried {path.resolve()}) "
+                        f"nor a known model name ({known}).")
+
+
+def _read_state_dict(path: Path) -> dict:
+    errors = []
+    try:
+        archive = torch.jit.load(str(path), map_location="cpu")
+        return archive.state_dict()
+    except Exception as exc:  # not a TorchScript archive: try a plain state dict
+        errors.append(f"as TorchScript: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        errors.append(f"as a state dict: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise ClipLoadError(f"could not read CLIP weights from {path}: the file is neither an OpenAI TorchScript "
+                            f"archive nor a torch state dict ({'; '.join(errors)}). Re-download or re-create it.")
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or "token_embedding.weight" not in obj:
+        raise ClipLoadError(f"could not read CLIP weights from {path}: it holds a {type(obj).__name__} without "
+                            f"CLIP keys (expected e.g. 'token_embedding.weight', 'visual.conv1.weight').")
+    return obj
+
+
+def load_clip(name_or_path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
+              precision: str = "fp16", cache_dir: Optional[Union[str, os.PathLike]] = None,
+              allow_download: Optional[bool] = None) -> CLIP:
+    """Load a frozen, eval-mode `clip.model.CLIP`.
+
+    precision: "fp16" keeps OpenAI's half weights (linear, conv, attention, projections); "fp32" and "amp"
+    convert the whole model to float32. All parameters have `requires_grad=False`.
+    """
+    if precision not in ("fp16", "fp32", "amp"):
+        raise ValueError(f"precision must be one of fp16, fp32, amp; got {precision!r}")
+    path = resolve_clip_path(name_or_path, cache_dir=cache_dir, allow_download=allow_download)
+    state = _read_state_dict(path)
+    if "visual.proj" not in state:
+        raise ClipLoadError(f"{path} holds a ResNet CLIP; only ViT CLIPs (visual.proj) are supported by the prompting code.")
+    try:
+        model = build_model(dict(state))
+    except Exception as exc:
+        raise ClipLoadError(f"could not build CLIP from {path}: {type(exc).__name__}: {exc}") from exc
+    if precision != "fp16":
+        model = model.float()
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
+def build_clip(shape: Union[str, dict] = "tiny", seed: int = 0, **overrides) -> CLIP:
+    """A randomly initialised `clip.model.CLIP` of a named shape (see `CLIP_SHAPES`) or explicit kwargs, fp32."""
+    kwargs = dict(CLIP_SHAPES[shape]) if isinstance(shape, str) else dict(shape)
+    kwargs.update(overrides)
+    for key in ("vision_width", "transformer_width"):
+        if kwargs[key] % 64:
+            raise ValueError(f"{key}={kwargs[key]} must be a multiple of 64: OpenAI's loader derives heads as width // 64")
+    if kwargs["transformer_heads"] != kwargs["transformer_width"] // 64:
+        raise ValueError(f"transformer_heads={kwargs['transformer_heads']} must equal transformer_width // 64 "
+                         f"= {kwargs['transformer_width'] // 64} for the saved file to load with OpenAI's builder")
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = CLIP(**kwargs)
+    finally:
+        torch.random.set_rng_state(state)
+    return model.eval()
+
+
+def save_clip(model: CLIP, path: Union[str, os.PathLike], fp16: bool = True, jit: bool = False) -> Path:
+    """Save a CLIP in OpenAI's format: a state dict (default) or a traced TorchScript archive (`jit=True`).
+
+    With fp16, the weights OpenAI stores in half precision are converted as `clip.model.convert_weights` does.
+    """
+    import copy
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).float().eval()
+    if jit:
+        res = model.visual.input_resolution
+        image = torch.zeros(1, 3, res, res)
+        text = clip.tokenize(["a photo"])
+        if fp16:
+            convert_weights(model)
+            image = image.half()
+        traced = torch.jit.trace(model, (image, text), check_trace=False)
+        traced.save(str(path))
+    else:
+        if fp16:
+            convert_weights(model)
+        state = model.state_dict()
+        state.update({"input_resolution": torch.tensor(model.visual.input_resolution),
+                      "context_length": torch.tensor(model.context_length),
+                      "vocab_size": torch.tensor(model.vocab_size)})
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    return path
