@@ -1,0 +1,228 @@
+"""Prompt learners: the trainable tensors and how they become per-layer prompts (`PromptSet`).
+
+One registry, `LEARNERS`, selected by `TRAINER.PROMETAR.LEARNER`:
+
+| name | text side | vision side |
+| --- | --- | --- |
+| IVLP | context at layer 0 + independent deep text prompts (depth J_t) | independent deep vision prompts (depth J_v) |
+| CoOp | context at layer 0 only | none |
+| VPT  | none (fixed words of CTX_INIT) | deep vision prompts |
+| MaPLe | context at layer 0 + deep text prompts | linear projections of the text prompts (coupled) |
+
+Each learner declares, per trainable tensor, which regulariser's gradient modulates it (`side`: "text" or
+"vision") and the block size the gradient modulator works on (`block`: the whole tensor for prompt tokens, one
+row for projection matrices), so the meta-regularisation is independent of the learner.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .prompting import PromptSet
+
+__all__ = ["TensorSpec", "PromptLearner", "IVLPLearner", "CoOpLearner", "VPTLearner", "MaPLeLearner",
+           "LEARNERS", "build_learner", "text_context_init", "official_to_ivlp_state_dict"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A trainable tensor of a learner, as the meta-regulariser sees it."""
+
+    name: str   # key in `learner.named_parameters()`
+    side: str   # "text" or "vision": which regulariser's gradient modulates it
+    block: int  # the modulator gates blocks of this many consecutive elements (numel for prompt tokens)
+
+
+def text_context_init(clip_model: nn.Module, n_ctx: int, ctx_init: str, generator: Optional[torch.Generator] = None):
+    """Layer-0 text context as in CoOp/IVLP: the first `n_ctx` word embeddings of `ctx_init` when it is given
+    and n_ctx <= 4, else N(0, 0.02^2) with "X X ... X" placeholder text. Returns (vectors, prompt_prefix)."""
+    import clip
+
+    width = clip_model.ln_final.weight.shape[0]
+    ctx_init = (ctx_init or "").replace("_", " ").strip()
+    if ctx_init and n_ctx <= 4:
+        tokens = clip.tokenize(ctx_init)
+        n_words = int(tokens.argmax(-1)) - 1
+        if n_words < n_ctx:
+            raise ValueError(f"CTX_INIT {ctx_init!r} has {n_words} tokens but N_CTX_TEXT is {n_ctx}: give at least "
+                             f"{n_ctx} words or leave CTX_INIT empty for random init")
+        with torch.no_grad():
+            emb = clip_model.token_embedding(tokens.to(clip_model.token_embedding.weight.device))
+        return emb[0, 1:1 + n_ctx].float().cpu().clone(), ctx_init
+    vectors = torch.empty(n_ctx, width).normal_(0.0, 0.02, generator=generator)
+    return vectors, " ".join(["X"] * n_ctx)
+
+
+def _normal(n: int, width: int) -> nn.Parameter:
+    return nn.Parameter(torch.empty(n, width).normal_(0.0, 0.02))
+
+
+class PromptLearner(nn.Module):
+    """Base class. Subclasses set `prompt_prefix` (text before each class name), `n_ctx_text` (learnable text
+    positions after the start token at layer 0) and implement `forward() -> PromptSet` and `tensor_specs()`."""
+
+    prompt_prefix: str = "a photo of a"
+    n_ctx_text: int = 0
+
+    def forward(self) -> PromptSet:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def tensor_specs(self) -> List[TensorSpec]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return (f"{type(self).__name__}: {len(self.tensor_specs())} trainable tensors, {n:,} parameters, "
+                f"text prefix {self.prompt_prefix!r}")
+
+
+def _prompt_specs(params: nn.ParameterList, prefix: str, side: str) -> List[TensorSpec]:
+    return [TensorSpec(f"{prefix}.{i}", side, p.numel()) for i, p in enumerate(params)]
+
+
+class IVLPLearner(PromptLearner):
+    """Independent deep vision and language prompts (the learner of the official ProMetaR)."""
+
+    def __init__(self, clip_model: nn.Module, n_ctx_text: int = 4, n_ctx_vision: int = 4, depth_text: int = 9,
+                 depth_vision: int = 9, ctx_init: str = "a photo of a"):
+        super().__init__()
+        if depth_text < 1:
+            raise ValueError(f"IVLP needs PROMPT_DEPTH_TEXT >= 1, got {depth_text} (use LEARNER VPT for vision only)")
+        _check_depth(clip_model, depth_text, depth_vision)
+        ctx, self.prompt_prefix = text_context_init(clip_model, n_ctx_text, ctx_init)
+        width_t = clip_model.ln_final.weight.shape[0]
+        width_v = clip_model.visual.conv1.weight.shape[0]
+        self.n_ctx_text = n_ctx_text
+        self.text = nn.ParameterList([nn.Parameter(ctx)] + [_normal(n_ctx_text, width_t) for _ in range(depth_text - 1)])
+        self.vision = nn.ParameterList([_normal(n_ctx_vision, width_v) for _ in range(depth_vision)]) \
+            if n_ctx_vision > 0 else nn.ParameterList()
+
+    def forward(self) -> PromptSet:
+        return PromptSet(text=list(self.text), vision=list(self.vision))
+
+    def tensor_specs(self) -> List[TensorSpec]:
+        return _prompt_specs(self.text, "text", "text") + _prompt_specs(self.vision, "vision", "vision")
+
+
+class CoOpLearner(PromptLearner):
+    """CoOp: a shared learnable context at layer 0 of the text encoder only (class token at the end)."""
+
+    def __init__(self, clip_model: nn.Module, n_ctx_text: int = 4, ctx_init: str = "a photo of a", **_: int):
+        super().__init__()
+        ctx, self.prompt_prefix = text_context_init(clip_model, n_ctx_text, ctx_init)
+        self.n_ctx_text = n_ctx_text
+        self.text = nn.ParameterList([nn.Parameter(ctx)])
+
+    def forward(self) -> PromptSet:
+        return PromptSet(text=list(self.text), vision=[])
+
+    def tensor_specs(self) -> List[TensorSpec]:
+        return _prompt_specs(self.text, "text", "text")
+
+
+class VPTLearner(PromptLearner):
+    """VPT-deep: vision prompts only; the text side is CLIP with the fixed words of CTX_INIT."""
+
+    def __init__(self, clip_model: nn.Module, n_ctx_vision: int = 4, depth_vision: int = 9,
+                 ctx_init: str = "a photo of a", **_: int):
+        super().__init__()
+        if depth_vision < 1 or n_ctx_vision < 1:
+            raise ValueError(f"VPT needs PROMPT_DEPTH_VISION >= 1 and N_CTX_VISION >= 1, got {depth_vision}, {n_ctx_vision}")
+        _check_depth(clip_model, 0, depth_vision)
+        width_v = clip_model.visual.conv1.weight.shape[0]
+        self.prompt_prefix = (ctx_init or "a photo of a").replace("_", " ").strip()
+        self.n_ctx_text = 0
+        self.vision = nn.ParameterList([_normal(n_ctx_vision, width_v) for _ in range(depth_vision)])
+
+    def forward(self) -> PromptSet:
+        return PromptSet(text=[], vision=list(self.vision))
+
+    def tensor_specs(self) -> List[TensorSpec]:
+        return _prompt_specs(self.vision, "vision", "vision")
+
+
+class MaPLeLearner(PromptLearner):
+    """MaPLe: text prompts at layers 0..J-1; vision prompts are linear projections of them (coupled).
+
+    Initialisation as MaPLe's public code: layer-0 context from CTX_INIT (n_ctx <= 4), deeper text prompts
+    N(0, 0.02^2); the layer-0 projection is its own `nn.Linear`, the deeper projections are copies of one
+    freshly initialised `nn.Linear` (identical at start).
+    """
+
+    def __init__(self, clip_model: nn.Module, n_ctx_text: int = 2, depth_text: int = 9,
+                 ctx_init: str = "a photo of a", **_: int):
+        super().__init__()
+        if depth_text < 1:
+            raise ValueError(f"MaPLe needs PROMPT_DEPTH_TEXT >= 1, got {depth_text}")
+        _check_depth(clip_model, depth_text, depth_text)
+        ctx, self.prompt_prefix = text_context_init(clip_model, n_ctx_text, ctx_init)
+        width_t = clip_model.ln_final.weight.shape[0]
+        width_v = clip_model.visual.conv1.weight.shape[0]
+        self.n_ctx_text = n_ctx_text
+        self.text = nn.ParameterList([nn.Parameter(ctx)] + [_normal(n_ctx_text, width_t) for _ in range(depth_text - 1)])
+        first = nn.Linear(width_t, width_v)
+        deep = nn.Linear(width_t, width_v)
+        self.proj = nn.ModuleList([first] + [copy.deepcopy(deep) for _ in range(depth_text - 1)])
+
+    def forward(self) -> PromptSet:
+        text = list(self.text)
+        return PromptSet(text=text, vision=[proj(t) for proj, t in zip(self.proj, text)])
+
+    def tensor_specs(self) -> List[TensorSpec]:
+        specs = _prompt_specs(self.text, "text", "text")
+        for i, proj in enumerate(self.proj):
+            specs.append(TensorSpec(f"proj.{i}.weight", "vision", proj.weight.shape[-1]))
+            specs.append(TensorSpec(f"proj.{i}.bias", "vision", proj.bias.numel()))
+        return specs
+
+
+def _check_depth(clip_model: nn.Module, depth_text: int, depth_vision: int) -> None:
+    n_text = len(clip_model.transformer.resblocks)
+    n_vision = len(clip_model.visual.transformer.resblocks)
+    if depth_text > n_text:
+        raise ValueError(f"PROMPT_DEPTH_TEXT={depth_text} exceeds the {n_text} blocks of the text transformer")
+    if depth_vision > n_vision:
+        raise ValueError(f"PROMPT_DEPTH_VISION={depth_vision} exceeds the {n_vision} blocks of the vision transformer")
+
+
+LEARNERS: Dict[str, Callable[..., PromptLearner]] = {
+    "IVLP": IVLPLearner,
+    "CoOp": CoOpLearner,
+    "VPT": VPTLearner,
+    "MaPLe": MaPLeLearner,
+}
+
+
+def build_learner(name: str, clip_model: nn.Module, **kwargs) -> PromptLearner:
+    """Build a learner by registry name (`LEARNERS`); kwargs a learner does not use are ignored."""
+    if name not in LEARNERS:
+        raise KeyError(f"unknown learner {name!r} (TRAINER.PROMETAR.LEARNER); choose one of {sorted(LEARNERS)}")
+    cls = LEARNERS[name]
+    import inspect
+
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(clip_model, **{k: v for k, v in kwargs.items() if k in accepted})
+
+
+def official_to_ivlp_state_dict(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Map the learnable tensors of an official IVLP/PromptSRC/ProMetaR checkpoint (whole CustomCLIP) to
+    `IVLPLearner` keys; everything else (frozen CLIP, token buffers, zero-shot encoder) is dropped."""
+    out: Dict[str, Tensor] = {}
+    for key, value in state.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        if key == "prompt_learner.ctx":
+            out["text.0"] = value
+        elif key == "image_encoder.VPT":
+            out["vision.0"] = value
+        elif key.endswith(".VPT_shallow") and ".transformer.resblocks." in key:
+            tower = key.split(".transformer.resblocks.")[0]
+            index = int(key.split(".transformer.resblocks.")[1].split(".")[0])
+            if tower == "image_encoder":
+                out[f"vision.{index}"] = value
+            elif tower == "text_encoder":
+                out[f"text.{index}"] = value
+    return {k: v.float() for k, v in out.items()}

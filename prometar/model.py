@@ -1,0 +1,178 @@
+"""The prompted CLIP student and its frozen zero-shot teacher, sharing one frozen CLIP.
+
+`PromptedCLIP` holds the frozen `clip.model.CLIP` and a prompt learner. The teacher is the same CLIP with
+prompts off: its template-ensemble text features are computed once per class list (no grad) and its image
+features once per batch. `state_dict()` holds the learner only (the trainable state).
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .learners import PromptLearner
+from .prompting import PromptSet, encode_image, encode_text, eot_positions
+from .templates import IMAGENET_TEMPLATES
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import clip
+
+__all__ = ["PromptedCLIP", "tokenize_prompts", "autocast_context"]
+
+
+def tokenize_prompts(texts: Sequence[str]) -> Tensor:
+    """Tokenize with OpenAI's tokenizer (77 tokens); a text too long raises an error naming it."""
+    try:
+        return clip.tokenize(list(texts))
+    except RuntimeError as exc:
+        raise ValueError(f"a prompt is longer than CLIP's 77-token context: {exc}") from exc
+
+
+def autocast_context(device: torch.device, precision: str, amp_dtype: str = "bf16"):
+    """`torch.autocast` for PREC amp (dtype bf16 or fp16), a no-op context otherwise."""
+    if precision != "amp":
+        return contextlib.nullcontext()
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp_dtype not in dtypes:
+        raise ValueError(f"AMP_DTYPE must be one of {sorted(dtypes)}, got {amp_dtype!r}")
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtypes[amp_dtype])
+
+
+class PromptedCLIP(nn.Module):
+    """Prompted student + frozen teacher on one frozen CLIP.
+
+    Args:
+        clip_model: a `clip.model.CLIP` (frozen here: `requires_grad_(False)`).
+        learner: the prompt learner (its parameters are the only trainable state).
+        classnames: class names as the dataset stores them (underscores become spaces in prompts).
+        precision: "fp16", "fp32" or "amp" (autocast with `amp_dtype`).
+        teacher_templates: templates averaged for the frozen text teacher (None: no teacher text features).
+    """
+
+    def __init__(self, clip_model: nn.Module, learner: PromptLearner, classnames: Sequence[str],
+                 precision: str = "fp32", amp_dtype: str = "bf16",
+                 teacher_templates: Optional[Sequence[str]] = IMAGENET_TEMPLATES):
+        super().__init__()
+        self.clip = clip_model.requires_grad_(False).eval()
+        self.prompt_learner = learner
+        self.precision = precision
+        self.amp_dtype = amp_dtype
+        self.teacher_templates = tuple(teacher_templates) if teacher_templates else ()
+        self._eval_cache: Optional[tuple] = None
+        self._register_state_dict_hook(_learner_only_state_dict)
+        self.register_load_state_dict_post_hook(_ignore_frozen_keys)
+        self.set_classnames(classnames)
+
+    # ------------------------------------------------------------------ class-dependent buffers
+    @property
+    def device(self) -> torch.device:
+        return self.clip.token_embedding.weight.device
+
+    @property
+    def n_cls(self) -> int:
+        return len(self.classnames)
+
+    def set_classnames(self, classnames: Sequence[str]) -> None:
+        """(Re)build the class-dependent token embeddings and teacher text features for `classnames`."""
+        if not classnames:
+            raise ValueError("classnames is empty: the dataset gave no classes")
+        self.classnames = list(classnames)
+        names = [c.replace("_", " ") for c in self.classnames]
+        prefix = self.prompt_learner.prompt_prefix
+        tokens = tokenize_prompts([f"{prefix} {name}." if prefix else f"{name}." for name in names])
+        eot = eot_positions(tokens)
+        length = int(eot.max()) + 1
+        with torch.no_grad():
+            embeds = self.clip.token_embedding(tokens[:, :length].to(self.device))
+        self.register_buffer("token_embeds", embeds, persistent=False)
+        self.register_buffer("eot", eot.to(self.device), persistent=False)
+        teacher = self._teacher_text_features(names) if self.teacher_templates else None
+        self.register_buffer("teacher_text", teacher, persistent=False)
+        self._eval_cache = None
+
+    @torch.no_grad()
+    def _teacher_text_features(self, names: List[str]) -> Tensor:
+        """Mean over templates of CLIP's (un-normalised) text features, then L2-normalised, as the official code."""
+        total = None
+        for template in self.teacher_templates:
+            tokens = tokenize_prompts([template.format(n) for n in names]).to(self.device)
+            with self.autocast():
+                feats = _compute_dtype(encode_text(self.clip, self.clip.token_embedding(tokens), eot_positions(tokens)))
+            total = feats if total is None else total + feats
+        return F.normalize(total / len(self.teacher_templates), dim=-1)
+
+    # ------------------------------------------------------------------ forward pieces
+    def autocast(self):
+        return autocast_context(self.device, self.precision, self.amp_dtype)
+
+    @property
+    def logit_scale(self) -> Tensor:
+        return _compute_dtype(self.clip.logit_scale.exp())
+
+    def prompts(self, params: Optional[Dict[str, Tensor]] = None) -> PromptSet:
+        """The learner's prompts, or those of explicit parameters (functional call; used by the meta step)."""
+        if params is None:
+            return self.prompt_learner()
+        return torch.func.functional_call(self.prompt_learner, params, ())
+
+    def text_features(self, prompts: PromptSet, double_diff: bool = False) -> Tensor:
+        """Un-normalised prompted text features of all classes (float32, or float64 for a float64 model)."""
+        with self.autocast():
+            return _compute_dtype(encode_text(self.clip, self.token_embeds, self.eot, prompts.text, double_diff))
+
+    def image_features(self, images: Tensor, prompts: Optional[PromptSet], double_diff: bool = False) -> Tensor:
+        """Un-normalised (prompted, or plain when `prompts` is None) image features (float32 or float64)."""
+        with self.autocast():
+            vision = prompts.vision if prompts is not None else ()
+            return _compute_dtype(encode_image(self.clip.visual, images, vision, double_diff))
+
+    @torch.no_grad()
+    def teacher_image_features(self, images: Tensor) -> Tensor:
+        """L2-normalised zero-shot image features (prompts off)."""
+        return F.normalize(self.image_features(images, None), dim=-1)
+
+    def logits(self, image_feats: Tensor, text_feats: Tensor) -> Tensor:
+        """scale * cos(image, text) from un-normalised features."""
+        return self.logit_scale * F.normalize(image_feats, dim=-1) @ F.normalize(text_feats, dim=-1).t()
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits. In eval mode without grad, the text features of all classes are computed once and
+        reused until the learner's parameters change (in place or replaced)."""
+        prompts = self.prompts()
+        if self.training or torch.is_grad_enabled():
+            self._eval_cache = None
+            text = self.text_features(prompts)
+        else:
+            params = list(self.prompt_learner.parameters())
+            key = (tuple(p._version for p in params), tuple(p.data_ptr() for p in params), self.device)
+            if self._eval_cache is None or self._eval_cache[0] != key:
+                self._eval_cache = (key, self.text_features(prompts))
+            text = self._eval_cache[1]
+        return self.logits(self.image_features(images, prompts), text)
+
+    def train(self, mode: bool = True) -> "PromptedCLIP":
+        super().train(mode)
+        self.clip.eval()  # CLIP has no dropout/batch-norm, but keep it in eval mode regardless
+        return self
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        return self.prompt_learner.parameters()
+
+
+def _compute_dtype(x: Tensor) -> Tensor:
+    """Half-precision results are returned as float32; float32/float64 pass through."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _learner_only_state_dict(module: PromptedCLIP, state_dict: dict, prefix: str, local_metadata) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "clip.")]:
+        del state_dict[key]
+
+
+def _ignore_frozen_keys(module: PromptedCLIP, incompatible) -> None:
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if ".clip." not in "." + k]
