@@ -1,0 +1,215 @@
+"""Checkpoint files in Dassl's layout (protocol §11), written atomically.
+
+Layout of one registered model's folder ``<OUTPUT_DIR>/<name>/``: ``model.pth.tar-<epoch>``
+(1-based epoch), ``checkpoint`` (text: file name of the latest checkpoint + newline) and
+``model-best.pth.tar`` for best-val saves.  The dict holds ``state_dict``, ``epoch``,
+``optimizer``, ``scheduler``, ``val_result``.
+
+Every file is written to a temporary file in the same folder, fsync'ed and moved into place with
+``os.replace``: a crash mid-write leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from collections import OrderedDict
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+
+__all__ = [
+    "BEST_NAME",
+    "POINTER_NAME",
+    "checkpoint_path",
+    "find_resume_file",
+    "load_checkpoint",
+    "make_checkpoint",
+    "save_checkpoint",
+    "strip_module_prefix",
+]
+
+#: File name of best-val checkpoints.
+BEST_NAME = "model-best.pth.tar"
+#: Name of the pointer file naming the latest checkpoint.
+POINTER_NAME = "checkpoint"
+
+
+def strip_module_prefix(state_dict: Mapping[str, Any]) -> "OrderedDict[str, Any]":
+    """Copy of ``state_dict`` with a leading ``module.`` (DataParallel) removed from keys."""
+    return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state_dict.items())
+
+
+def make_checkpoint(
+    state_dict: Mapping[str, Any],
+    epoch: int,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    val_result: Optional[float] = None,
+) -> dict[str, Any]:
+    """The checkpoint dict of protocol §11.2 (``optimizer``/``scheduler`` may be objects or states)."""
+    return {
+        "state_dict": state_dict,
+        "epoch": int(epoch),
+        "optimizer": optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer,
+        "scheduler": scheduler.state_dict() if hasattr(scheduler, "state_dict") else scheduler,
+        "val_result": val_result,
+    }
+
+
+def checkpoint_path(directory: str, name: str = "", epoch: Optional[int] = None) -> str:
+    """``<directory>/<name>/model.pth.tar-<epoch>``, or ``.../model-best.pth.tar`` when epoch is None."""
+    file_name = BEST_NAME if epoch is None else f"model.pth.tar-{epoch}"
+    return os.path.join(directory, name, file_name) if name else os.path.join(directory, file_name)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str, write: Callable[[Any], None], binary: bool = True) -> None:
+    """Write ``path`` via ``write(fileobj)`` on a temp file, fsync, then ``os.replace``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync_dir(directory)
+
+
+def save_checkpoint(
+    state: Mapping[str, Any],
+    save_dir: str,
+    is_best: bool = False,
+    model_name: str = "",
+    remove_module_from_keys: bool = True,
+) -> str:
+    """Save ``state`` to ``save_dir`` like Dassl and return the file path.
+
+    File name: ``model_name`` or ``model.pth.tar-<state["epoch"]>``.  Also rewrites the
+    ``checkpoint`` pointer file and, if ``is_best``, copies the file to ``model-best.pth.tar``.
+    Prints ``Checkpoint saved to <path>``.  ``state`` is not modified.
+    """
+    if "epoch" not in state:
+        raise KeyError(f"checkpoint state needs an 'epoch' entry; got keys {sorted(state)}")
+    os.makedirs(save_dir, exist_ok=True)
+    state = dict(state)
+    if remove_module_from_keys and isinstance(state.get("state_dict"), Mapping):
+        state["state_dict"] = strip_module_prefix(state["state_dict"])
+    fpath = os.path.join(save_dir, model_name or f"model.pth.tar-{state['epoch']}")
+    _atomic_write(fpath, lambda f: torch.save(state, f))
+    print(f"Checkpoint saved to {fpath}")
+    _atomic_write(
+        os.path.join(save_dir, POINTER_NAME),
+        lambda f: f.write(f"{os.path.basename(fpath)}\n"),
+        binary=False,
+    )
+    if is_best:
+        best = os.path.join(save_dir, BEST_NAME)
+        if os.path.abspath(best) != os.path.abspath(fpath):
+            with open(fpath, "rb") as src:
+                _atomic_write(best, lambda f: shutil.copyfileobj(src, f))
+        print(f'Best checkpoint saved to "{best}"')
+    return fpath
+
+
+class _Placeholder:
+    """Stands in for a class that cannot be imported while un-pickling a legacy file."""
+
+    _qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<unimportable {self._qualname}>"
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    """Unpickler that replaces classes of missing modules (e.g. ``dassl``) by placeholders."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_Placeholder,), {"_qualname": f"{module}.{name}"})
+
+
+class _LenientPickle:
+    """A ``pickle_module`` for ``torch.load`` using :class:`_LenientUnpickler`."""
+
+    Unpickler = _LenientUnpickler
+    __name__ = "prometar_lenient_pickle"
+
+    @staticmethod
+    def load(f: Any, **kwargs: Any) -> Any:
+        return _LenientUnpickler(f, **kwargs).load()
+
+
+def load_checkpoint(path: str, trusted_legacy: bool = True, map_location: Any = None) -> Any:
+    """Load a checkpoint file.
+
+    Tries ``torch.load(weights_only=True)`` first.  Files holding pickled objects (official
+    ProMetaR / Dassl checkpoints pickle their warm-up scheduler) are then loaded with
+    ``weights_only=False`` if ``trusted_legacy`` (a note is printed; classes of modules that are
+    not installed, e.g. ``dassl``, become inert placeholders), else an error is raised.
+    ``map_location`` defaults to CPU when CUDA is unavailable.
+
+    Raises:
+        FileNotFoundError: ``Model not found at "<path>"`` when the file does not exist.
+    """
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f'Model not found at "{path}"')
+    if map_location is None and not torch.cuda.is_available():
+        map_location = "cpu"
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trusted_legacy:
+            raise pickle.UnpicklingError(
+                f'"{path}" contains pickled objects and cannot be loaded with weights_only=True; '
+                "pass trusted_legacy=True only if you trust the file"
+            ) from exc
+    print(f'Note: "{path}" is a legacy checkpoint with pickled objects; loading it with weights_only=False (trusted file)')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (ImportError, AttributeError):
+        return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_LenientPickle)
+    except UnicodeDecodeError:
+        return torch.load(path, map_location=map_location, weights_only=False, encoding="latin1")
+
+
+def find_resume_file(directory: str) -> Optional[str]:
+    """Path of the checkpoint named in ``<directory>/checkpoint``, or None if there is no pointer.
+
+    Raises FileNotFoundError (naming both files) if the pointer names a missing file.
+    """
+    pointer = os.path.join(directory, POINTER_NAME)
+    if not os.path.isfile(pointer):
+        return None
+    with open(pointer, "r", encoding="utf-8") as f:
+        lines = [line.strip() for line in f.read().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f'checkpoint pointer file "{pointer}" is empty')
+    path = os.path.join(directory, lines[0])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'"{pointer}" names "{lines[0]}", but "{path}" does not exist')
+    return path

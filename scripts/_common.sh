@@ -1,0 +1,70 @@
+# Shared settings and helpers of the ProMetaR scripts (sourced, not run).
+# Environment overrides: DATA (dataset root, required to run), TRAINER (ProMetaR), CFG (config name
+# without .yaml), OUTPUT (output root, default "output" in the repo root), SHOTS (16), LOADEP
+# (epoch to load; default: the latest checkpoint of the model folder), PYTHON (python).
+# Relative DATA / OUTPUT given by the caller are resolved against the caller's directory.
+
+_caller_dir=$(pwd)
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+_abspath() {  # absolute path of $1 relative to the caller's directory
+    case "$1" in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s\n' "${_caller_dir}/$1" ;;
+    esac
+}
+
+if [ -n "${OUTPUT:-}" ]; then OUTPUT=$(_abspath "$OUTPUT"); else OUTPUT=output; fi
+if [ -n "${DATA:-}" ]; then DATA=$(_abspath "$DATA"); fi
+TRAINER=${TRAINER:-ProMetaR}
+CFG=${CFG:-vit_b16_c2_ep10_batch4_4+4ctx}
+SHOTS=${SHOTS:-16}
+LOADEP=${LOADEP:-}
+read -r -a PY <<< "${PYTHON:-python}"
+
+cd "$REPO_ROOT"
+
+die() { echo "$(basename "$0"): $*" >&2; exit 1; }
+
+# log_has_result FILE: true if FILE holds a final accuracy (the report's rule: the last
+# "* accuracy: x%" after "=> result"; in a training log only after "Finish(ed) training").
+log_has_result() {
+    awk '
+        { line = $0; gsub(/^[ \t\r]+|[ \t\r]+$/, "", line) }
+        line == "Finish training" || line == "Finished training" { training = 1; endl = NR }
+        line ~ /^epoch \[/ && line ~ / batch \[/ { training = 1 }
+        line == "=> result" { armed = 1 }
+        armed && line ~ /\* accuracy: [0-9.eE+-]+%/ { val = NR }
+        END { if (!val) exit 1; if (training && (!endl || val < endl)) exit 1; exit 0 }
+    ' "$1"
+}
+
+# run_is_finished DIR: true if log.txt (or a re-run's log.txt-<time>) in DIR has a final result.
+run_is_finished() {
+    local f
+    for f in "$1"/log.txt "$1"/log.txt-*; do
+        [ -f "$f" ] && log_has_result "$f" && return 0
+    done
+    return 1
+}
+
+# resolve_loadep MODEL_DIR: echo LOADEP, or the epoch of the latest checkpoint in MODEL_DIR/<name>/.
+resolve_loadep() {
+    local pointer name
+    if [ -n "$LOADEP" ]; then echo "$LOADEP"; return 0; fi
+    for pointer in "$1"/*/checkpoint; do
+        [ -f "$pointer" ] || continue
+        name=$(head -n 1 "$pointer" | tr -d '[:space:]')
+        case "$name" in
+            model.pth.tar-*) echo "${name#model.pth.tar-}"; return 0 ;;
+        esac
+    done
+    return 1
+}
+
+# check_inputs DATASET: the dataset and method config files must exist; DATA must be set.
+check_inputs() {
+    [ -n "${DATA:-}" ] || die "set DATA to the dataset root folder (e.g. DATA=/data/coop)"
+    [ -f "configs/datasets/$1.yaml" ] || die "no dataset config configs/datasets/$1.yaml"
+    [ -f "configs/trainers/${TRAINER}/${CFG}.yaml" ] || die "no method config configs/trainers/${TRAINER}/${CFG}.yaml"
+}

@@ -1,0 +1,228 @@
+"""Report over synthetic Dassl logs, and the bash scripts driven by a fake python."""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from prometar.report import harmonic_mean, load_published, parse_log, read_run, report_main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = "vit_b16_c2_ep10_batch4_4+4ctx"
+
+
+def _log(acc, train=False, end="Finish training", finished=True, val_block=False):
+    lines = ["***************", "** Arguments **", "***************", "seed: 1", "************", "** Config **",
+             "************", "SEED: 1", "Loading trainer: ProMetaR", "Loading evaluator: Classification"]
+    if train:
+        lines.append("No checkpoint found, train from scratch")
+        lines.append("epoch [1/10] batch [20/20] time 0.412 (0.430) data 0.001 (0.015) loss 0.0123 (0.0456) "
+                     "lr 2.5000e-03 eta 0:01:07")
+        if val_block:  # best_val style evaluation during training
+            lines += ["Evaluate on the *val* set", "=> result", "* total: 40", "* correct: 30",
+                      "* accuracy: 75.0%", "* error: 25.0%", "* macro_f1: 74.0%"]
+        if not finished:
+            return "\n".join(lines) + "\n"
+        lines += ["Checkpoint saved to output/VLPromptLearner/model.pth.tar-10", end, "Deploy the last-epoch model"]
+    lines += ["Evaluate on the *test* set", "=> result", "* total: 4,200", "* correct: 3,917",
+              f"* accuracy: {acc}%", "* error: 6.7%", "* macro_f1: 93.2%"]
+    if train:
+        lines.append("Elapsed: 0:01:10")
+    return "\n".join(lines) + "\n"
+
+
+def _put(root, split, dataset, seed, text, cfg=CFG, trainer="ProMetaR", name="log.txt"):
+    d = os.path.join(root, "base2new", split, dataset, "shots_16", trainer, cfg, f"seed{seed}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "w") as f:
+        f.write(text)
+    return d
+
+
+# ---------------------------------------------------------------- log parsing
+def test_parse_log_variants(tmp_path):
+    p = tmp_path / "log.txt"
+    p.write_text(_log(93.3, train=True))
+    assert parse_log(str(p)).accuracy == 93.3
+    p.write_text(_log(91.0, train=True, end="Finished training"))
+    assert parse_log(str(p)).accuracy == 91.0
+    p.write_text(_log(88.1))  # eval-only log
+    assert parse_log(str(p)).accuracy == 88.1
+    p.write_text(_log(80.0, train=True, val_block=True))  # last block after the end signal wins
+    assert parse_log(str(p)).accuracy == 80.0
+    p.write_text(_log(80.0, train=True, val_block=True, finished=False))  # crashed: val result ignored
+    res = parse_log(str(p))
+    assert res.accuracy is None and res.status == "unfinished"
+    p.write_text("nothing here\n* accuracy: 50.0%\n")  # not armed by '=> result'
+    assert parse_log(str(p)).status == "no-result"
+    assert parse_log(str(tmp_path / "missing.txt")).status == "no-log"
+
+
+def test_read_run_falls_back_to_timestamped_log(tmp_path):
+    (tmp_path / "log.txt").write_text(_log(0, train=True, finished=False))
+    (tmp_path / "log.txt-2024-01-01-00-00-00").write_text(_log(85.5, train=True))
+    res = read_run(str(tmp_path))
+    assert res.accuracy == 85.5 and res.path.endswith("log.txt-2024-01-01-00-00-00")
+
+
+# ---------------------------------------------------------------- full report
+def _tree(root):
+    base = {1: 90.0, 2: 91.0, 3: 92.0}
+    new = {1: 70.0, 2: 71.5, 3: 72.0}
+    for ds in ("eurosat", "dtd"):
+        for s in (1, 2, 3):
+            _put(root, "train_base", ds, s, _log(base[s], train=True))
+            _put(root, "test_new", ds, s, _log(new[s]))
+    ivlp = CFG + "_ivlp"
+    for s in (1, 2, 3):
+        _put(root, "train_base", "eurosat", s, _log(base[s] - 1, train=True, end="Finished training"), cfg=ivlp)
+        if s != 3:
+            _put(root, "test_new", "eurosat", s, _log(new[s] - 2), cfg=ivlp)  # seed 3 new missing
+        _put(root, "train_base", "dtd", s, _log(base[s] - 2, train=True), cfg=ivlp)  # no new at all
+    _put(root, "train_base", "dtd", 3, _log(0, train=True, finished=False), cfg=ivlp)  # crashed seed
+    return base, new
+
+
+def test_report_tables_and_files(tmp_path, capsys):
+    root = str(tmp_path / "output")
+    base, new = _tree(root)
+    assert report_main([root]) == 0
+    out = capsys.readouterr().out
+    for name in ("report.md", "report.csv", "report.png"):
+        assert os.path.getsize(os.path.join(root, name)) > 0
+    rows = list(csv.DictReader(open(os.path.join(root, "report.csv"))))
+    by = {(r["config"], r["dataset"]): r for r in rows}
+    b = sum(base.values()) / 3
+    n = sum(new.values()) / 3
+    main = by[(CFG, "eurosat")]
+    assert float(main["base_mean"]) == pytest.approx(b, abs=1e-4)
+    assert float(main["new_mean"]) == pytest.approx(n, abs=1e-4)
+    assert float(main["hm"]) == pytest.approx(harmonic_mean(b, n), abs=1e-4)
+    assert main["partial"] == "0" and main["base_n"] == "3"
+    assert float(main["base_std"]) == pytest.approx(0.8165, abs=1e-4)  # population std
+    avg = by[(CFG, "average")]
+    assert float(avg["hm"]) == pytest.approx(harmonic_mean(b, n), abs=1e-4) and avg["base_n"] == "2"
+    # partial seeds are shown with n= and marked; the missing new run and the crash are listed
+    ivlp = CFG + "_ivlp"
+    assert by[(ivlp, "eurosat")]["new_n"] == "2" and by[(ivlp, "eurosat")]["partial"] == "1"
+    assert float(by[(ivlp, "eurosat")]["new_mean"]) == pytest.approx((68.0 + 69.5) / 2, abs=1e-4)
+    assert by[(ivlp, "dtd")]["hm"] == "" and by[(ivlp, "dtd")]["base_n"] == "2"
+    assert by[(ivlp, "average")]["base_n"] == "1"  # only eurosat has both base and new
+    md = open(os.path.join(root, "report.md")).read()
+    assert "(n=2)†" in md and "Missing or partial runs" in md
+    assert "eurosat seed3 new: run missing" in md
+    assert "dtd seed3 base: training did not finish" in md
+    assert "dtd: no new-class result" in md
+    assert "80.49" in md and "PromptSRC" in md
+    assert "Wrote" in out and "| EuroSAT" in out
+
+
+def test_report_on_base2new_dir_and_out(tmp_path):
+    root = str(tmp_path / "output")
+    _tree(root)
+    out_dir = str(tmp_path / "rep")
+    assert report_main([os.path.join(root, "base2new"), "--out", out_dir, "--no-plot"]) == 0
+    assert sorted(os.listdir(out_dir)) == ["report.csv", "report.md"]
+    assert report_main([str(tmp_path / "empty_does_not_exist")]) == 2
+    os.makedirs(tmp_path / "empty")
+    assert report_main([str(tmp_path / "empty")]) == 1
+
+
+def test_published_numbers():
+    pub = load_published()
+    assert len(pub["prometar"]["hm"]) == 11 and pub["prometar"]["hm"]["eurosat"] == 85.30
+    avg = pub["prometar"]["average"]
+    assert harmonic_mean(avg["base"], avg["new"]) == pytest.approx(avg["hm"], abs=0.01)
+    for name in ("CoOp", "CoCoOp", "MaPLe", "IVLP", "PromptSRC", "CLIP (zero-shot)"):
+        v = pub["averages"][name]
+        assert harmonic_mean(v["base"], v["new"]) == pytest.approx(v["hm"], abs=0.02), name
+
+
+# ---------------------------------------------------------------- scripts (fake python)
+FAKE_PY = r"""#!/usr/bin/env bash
+echo "$*" >> "$FAKE_LOG"
+if [ "$1" = "-m" ]; then exec "$REAL_PY" "$@"; fi
+out=""; eval_only=0; prev=""
+for a in "$@"; do
+  [ "$prev" = "--output-dir" ] && out=$a
+  [ "$a" = "--eval-only" ] && eval_only=1
+  prev=$a
+done
+mkdir -p "$out"
+if [ "$eval_only" = 0 ]; then
+  mkdir -p "$out/VLPromptLearner"
+  echo model.pth.tar-10 > "$out/VLPromptLearner/checkpoint"
+  touch "$out/VLPromptLearner/model.pth.tar-10"
+  printf 'epoch [1/10] batch [1/1] time 0.1 (0.1)\nFinish training\n' > "$out/log.txt"
+fi
+printf '=> result\n* accuracy: 80.0%%\n' >> "$out/log.txt"
+"""
+
+
+@pytest.fixture
+def fake_env(tmp_path):
+    if shutil.which("bash") is None:
+        pytest.skip("bash not available")
+    fake = tmp_path / "fakepy.sh"
+    fake.write_text(FAKE_PY)
+    env = dict(os.environ, PYTHON=f"bash {fake}", FAKE_LOG=str(tmp_path / "calls.txt"), REAL_PY=sys.executable,
+               DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"))
+    return env, tmp_path
+
+
+def _sh(env, *args):
+    return subprocess.run(["bash", os.path.join(REPO, "scripts", args[0]), *args[1:]], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_base2new_scripts(fake_env):
+    env, tmp = fake_env
+    r = _sh(env, "base2new_test.sh", "eurosat", "1", "new")
+    assert r.returncode != 0 and "base2new_train.sh eurosat 1" in r.stderr  # nothing trained yet
+    r = _sh(env, "base2new_train.sh", "eurosat", "1", "OPTIM.MAX_EPOCH", "10")
+    assert r.returncode == 0, r.stderr
+    train_dir = tmp / "out/base2new/train_base/eurosat/shots_16/ProMetaR" / CFG / "seed1"
+    assert (train_dir / "log.txt").exists()
+    call = (tmp / "calls.txt").read_text().splitlines()[-1]
+    assert call.startswith("train.py --root " + str(tmp / "data") + " --seed 1 --trainer ProMetaR")
+    assert f"--config-file configs/trainers/ProMetaR/{CFG}.yaml --output-dir {train_dir}" in call
+    assert call.endswith("OPTIM.MAX_EPOCH 10 DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base")
+    r = _sh(env, "base2new_train.sh", "eurosat", "1")
+    assert r.returncode == 0 and "Skip" in r.stdout
+    r = _sh(env, "base2new_test.sh", "eurosat", "1", "new")
+    assert r.returncode == 0, r.stderr
+    call = (tmp / "calls.txt").read_text().splitlines()[-1]
+    test_dir = tmp / "out/base2new/test_new/eurosat/shots_16/ProMetaR" / CFG / "seed1"
+    assert f"--output-dir {test_dir} --model-dir {train_dir} --load-epoch 10 --eval-only" in call
+    assert call.endswith("DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES new")
+    assert "Skip" in _sh(env, "base2new_test.sh", "eurosat", "1", "new").stdout
+    r = _sh(env, "base2new_train.sh", "no_such_dataset", "1")
+    assert r.returncode != 0 and "configs/datasets/no_such_dataset.yaml" in r.stderr
+
+
+def test_xd_scripts(fake_env):
+    env, tmp = fake_env
+    env = dict(env, LOADEP="10")
+    assert _sh(env, "xd_train.sh", "2").returncode == 0
+    model_dir = tmp / "out/imagenet/ProMetaR" / f"{CFG}_16shots" / "seed2"
+    assert (model_dir / "VLPromptLearner/model.pth.tar-10").exists()
+    r = _sh(env, "xd_test.sh", "imagenet_a", "2")
+    assert r.returncode == 0, r.stderr
+    call = (tmp / "calls.txt").read_text().splitlines()[-1]
+    out_dir = tmp / "out/evaluation/ProMetaR" / f"{CFG}_16shots" / "imagenet_a" / "seed2"
+    assert f"--output-dir {out_dir} --model-dir {model_dir} --load-epoch 10 --eval-only" in call
+    assert "NUM_SHOTS" not in call and call.endswith("DATASET.SUBSAMPLE_CLASSES all")
+
+
+def test_base2new_all(fake_env):
+    env, tmp = fake_env
+    env = dict(env, DATASETS="eurosat dtd", SEEDS="1")
+    r = _sh(env, "base2new_all.sh")
+    assert r.returncode == 0, r.stderr
+    assert os.path.isfile(tmp / "out" / "report.md") and "EuroSAT" in r.stdout
+    n_calls = len((tmp / "calls.txt").read_text().splitlines())
+    assert n_calls == 5  # 2 train + 2 test + report
+    r = _sh(env, "base2new_all.sh")
+    assert r.stdout.count("Skip") == 4
