@@ -1,0 +1,328 @@
+"""Readers: full train/val/test lists of every dataset, before few-shot and base/new subsampling.
+
+`read_dataset_lists(name, root)` is shared by the standalone datasets (`prometar.data.datasets`)
+and by a Dassl `DatasetBase` wrapper, which converts the records to Dassl's `Datum`.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+from .names import sun397_classname, ucf101_classname, pets_classname
+from .records import Datum, dump_records, load_records
+from .sources import DRIVE_VIEW, split_file_source
+from .specs import (
+    DatasetLayoutError,
+    DatasetSpec,
+    get_spec,
+    layout_hint,
+    missing_path_error,
+    resolve_root,
+)
+from .splits import listdir_nohidden, make_records, read_split, split_by_folder, split_trainval, write_split
+
+Lists = tuple[list[Datum], list[Datum], list[Datum]]
+
+
+@dataclass(frozen=True)
+class ListsInfo:
+    """What the caller needs to finish a dataset the CoOp way.
+
+    fewshot_val: few-shot also samples val with min(N, 4) (False for ImageNet).
+    val_is_test: the dataset's val list is its test list (ImageNet), applied after subsampling.
+    test_only: ImageNet variants: no few-shot, no subsampling, train_x = test, no val.
+    """
+
+    name: str
+    root: str
+    dataset_dir: str
+    split_fewshot_dir: str | None
+    fewshot_val: bool = True
+    val_is_test: bool = False
+    test_only: bool = False
+
+
+def read_dataset_lists(name: str, root: str) -> tuple[list[Datum], list[Datum] | None, list[Datum], ListsInfo]:
+    """Read the full (train, val, test) lists of dataset `name` under `root`, plus a `ListsInfo`.
+
+    Creates `DIR/split_fewshot/` like Dassl (not for the test-only ImageNet variants). val is None for
+    ImageNet (its val is its test list) and for the test-only variants (whose train list is the test list).
+    """
+    spec = get_spec(name)
+    root = resolve_root(root)
+    ddir = os.path.join(root, spec.dataset_dir)
+    if not os.path.isdir(ddir):
+        raise missing_path_error("dataset folder", ddir, spec, root)
+    fewshot_dir = None if spec.test_only else _make_fewshot_dir(ddir)
+    train, val, test = _READERS[spec.kind](spec, ddir, root)
+    info = ListsInfo(
+        name=spec.name,
+        root=root,
+        dataset_dir=ddir,
+        split_fewshot_dir=fewshot_dir,
+        fewshot_val=spec.kind != "imagenet",
+        val_is_test=spec.kind == "imagenet",
+        test_only=spec.test_only,
+    )
+    return train, val, test, info
+
+
+def _make_fewshot_dir(ddir: str) -> str:
+    path = os.path.join(ddir, "split_fewshot")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        print(f"Warning: cannot create {path} ({exc}); few-shot caches will not be saved")
+    return path
+
+
+def _require_dir(path: str, what: str, spec: DatasetSpec, root: str) -> str:
+    if not os.path.isdir(path):
+        raise missing_path_error(what, path, spec, root)
+    return path
+
+
+def _require_file(path: str, what: str, spec: DatasetSpec, root: str) -> str:
+    if not os.path.isfile(path):
+        raise missing_path_error(what, path, spec, root)
+    return path
+
+
+def _lines(path: str) -> list[str]:
+    """Non-blank lines of a text file, stripped."""
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# JSON split + prefix folder (Caltech101, OxfordPets, StanfordCars, OxfordFlowers, Food101, SUN397,
+# DescribableTextures, EuroSAT, UCF101, PrometarWorld)
+
+
+def _read_json(spec: DatasetSpec, ddir: str, root: str) -> Lists:
+    split_path = os.path.join(ddir, spec.split_file)
+    prefix = os.path.join(ddir, spec.prefix) if spec.prefix else ddir
+    if os.path.isfile(split_path):
+        _require_dir(os.path.join(ddir, spec.image_dir), "image folder", spec, root)
+        return read_split(split_path, prefix)
+    fallback = _FALLBACKS.get(spec.fallback or "")
+    if fallback is None:
+        raise _missing_split_error(spec, split_path, root)
+    try:
+        train, val, test = fallback(spec, ddir, root)
+    except DatasetLayoutError as exc:
+        raise DatasetLayoutError(
+            f"{spec.name}: split file not found: {split_path}, and a new split cannot be generated "
+            f"from the raw files either:\n{exc}\n{_split_download_hint(spec, split_path, root)}"
+        ) from exc
+    write_split(train, val, test, split_path, prefix)
+    return train, val, test
+
+
+def _split_download_hint(spec: DatasetSpec, split_path: str, root: str) -> str:
+    fetch = split_file_source(spec.name)
+    if fetch is None:
+        return f"{spec.split_file} is not distributed by CoOp; create it at {split_path}."
+    return (
+        f"Download {spec.split_file} (CoOp, Google Drive {DRIVE_VIEW.format(id=fetch.drive_id)}) and save it "
+        f"as {split_path}, or run `prometar data {spec.name} --root {root}`."
+    )
+
+
+def _missing_split_error(spec: DatasetSpec, split_path: str, root: str) -> DatasetLayoutError:
+    return DatasetLayoutError(
+        f"{spec.name}: split file not found: {split_path}\n{_split_download_hint(spec, split_path, root)}\n"
+        f"(This project does not regenerate this split: a regenerated split would not match the "
+        f"published one.)\n{layout_hint(spec, root)}"
+    )
+
+
+def _fallback_folder(spec: DatasetSpec, ddir: str, root: str) -> Lists:
+    image_dir = _require_dir(os.path.join(ddir, spec.image_dir), "image folder", spec, root)
+    return split_by_folder(image_dir, ignored=spec.ignored, renames=spec.renames)
+
+
+def _fallback_pets(spec: DatasetSpec, ddir: str, root: str) -> Lists:
+    image_dir = _require_dir(os.path.join(ddir, "images"), "image folder", spec, root)
+
+    def read(fname: str) -> list[Datum]:
+        path = _require_file(os.path.join(ddir, "annotations", fname), "annotation file", spec, root)
+        triples = []
+        for line in _lines(path):
+            imname, label, _species, _breed = line.split(" ")
+            triples.append((os.path.join(image_dir, imname + ".jpg"), int(label) - 1, pets_classname(imname)))
+        return make_records(triples, path)
+
+    trainval, test = read("trainval.txt"), read("test.txt")
+    train, val = split_trainval(trainval)
+    return train, val, test
+
+
+def _fallback_sun397(spec: DatasetSpec, ddir: str, root: str) -> Lists:
+    image_dir = _require_dir(os.path.join(ddir, "SUN397"), "image folder", spec, root)
+    names_file = _require_file(os.path.join(ddir, "ClassName.txt"), "class list", spec, root)
+    cname2lab = {line[1:]: i for i, line in enumerate(_lines(names_file))}
+
+    def read(fname: str) -> list[Datum]:
+        path = _require_file(os.path.join(ddir, fname), "partition file", spec, root)
+        triples = []
+        for line in _lines(path):
+            imname = line[1:]  # drop the leading "/"
+            classpath = os.path.dirname(imname)
+            if classpath not in cname2lab:
+                raise DatasetLayoutError(f"{path}: class {classpath!r} of {line!r} is not listed in {names_file}")
+            triples.append((os.path.join(image_dir, imname), cname2lab[classpath], sun397_classname(classpath)))
+        return make_records(triples, path)
+
+    trainval, test = read("Training_01.txt"), read("Testing_01.txt")
+    train, val = split_trainval(trainval)
+    return train, val, test
+
+
+def _fallback_ucf101(spec: DatasetSpec, ddir: str, root: str) -> Lists:
+    image_dir = _require_dir(os.path.join(ddir, "UCF-101-midframes"), "image folder", spec, root)
+    list_dir = os.path.join(ddir, "ucfTrainTestlist")
+    class_file = _require_file(os.path.join(list_dir, "classInd.txt"), "class list", spec, root)
+    cname2lab = {}
+    for line in _lines(class_file):
+        label, action = line.split(" ")
+        cname2lab[action] = int(label) - 1
+
+    def read(fname: str) -> list[Datum]:
+        path = _require_file(os.path.join(list_dir, fname), "split list", spec, root)
+        triples = []
+        for line in _lines(path):
+            action, filename = line.split(" ")[0].split("/")
+            if action not in cname2lab:
+                raise DatasetLayoutError(f"{path}: action {action!r} is not listed in {class_file}")
+            name = ucf101_classname(action)
+            impath = os.path.join(image_dir, name, filename.replace(".avi", ".jpg"))
+            triples.append((impath, cname2lab[action], name))
+        return make_records(triples, path)
+
+    trainval, test = read("trainlist01.txt"), read("testlist01.txt")
+    train, val = split_trainval(trainval)
+    return train, val, test
+
+
+_FALLBACKS: dict[str, Callable[[DatasetSpec, str, str], Lists]] = {
+    "folder": _fallback_folder,
+    "pets": _fallback_pets,
+    "sun397": _fallback_sun397,
+    "ucf101": _fallback_ucf101,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# FGVCAircraft (txt files, read every time)
+
+
+def _read_fgvc(spec: DatasetSpec, ddir: str, root: str) -> Lists:
+    image_dir = _require_dir(os.path.join(ddir, "images"), "image folder", spec, root)
+    variants = _require_file(os.path.join(ddir, "variants.txt"), "class list", spec, root)
+    with open(variants, encoding="utf-8") as f:
+        cname2lab = {line.strip(): i for i, line in enumerate(f)}
+
+    def read(fname: str) -> list[Datum]:
+        path = _require_file(os.path.join(ddir, fname), "split list", spec, root)
+        triples = []
+        for line in _lines(path):
+            parts = line.split(" ")
+            classname = " ".join(parts[1:])
+            if classname not in cname2lab:
+                raise DatasetLayoutError(f"{path}: variant {classname!r} of line {line!r} is not listed in {variants}")
+            triples.append((os.path.join(image_dir, parts[0] + ".jpg"), cname2lab[classname], classname))
+        return make_records(triples, path)
+
+    return read("images_variant_train.txt"), read("images_variant_val.txt"), read("images_variant_test.txt")
+
+
+# --------------------------------------------------------------------------------------------
+# ImageNet and its variants
+
+
+def read_imagenet_classnames(path: str) -> "OrderedDict[str, str]":
+    """`classnames.txt`: `<wnid> <class name>` per line -> ordered mapping wnid -> name."""
+    classnames: OrderedDict[str, str] = OrderedDict()
+    for line in _lines(path):
+        parts = line.split(" ")
+        classnames[parts[0]] = " ".join(parts[1:])
+    return classnames
+
+
+def _read_classnames(spec: DatasetSpec, ddir: str, root: str) -> "OrderedDict[str, str]":
+    return read_imagenet_classnames(_require_file(os.path.join(ddir, "classnames.txt"), "class-name file", spec, root))
+
+
+def _lookup(classnames: "OrderedDict[str, str]", wnid: str, ddir: str, folder: str) -> str:
+    if wnid not in classnames:
+        raise DatasetLayoutError(
+            f"Class folder {os.path.join(folder, wnid)} has no entry in {os.path.join(ddir, 'classnames.txt')} "
+            f"(expected a line `{wnid} <class name>`)"
+        )
+    return classnames[wnid]
+
+
+def _read_imagenet(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datum], None, list[Datum]]:
+    cache = os.path.join(ddir, "preprocessed.pkl")
+    if os.path.isfile(cache):
+        data = load_records(cache)
+        if not isinstance(data, dict) or "train" not in data or "test" not in data:
+            raise DatasetLayoutError(f'{cache}: expected a dict with "train" and "test" lists; delete it to rebuild')
+        return data["train"], None, data["test"]
+    classnames = _read_classnames(spec, ddir, root)
+    image_dir = os.path.join(ddir, "images")
+    lists = []
+    for split in ("train", "val"):
+        split_dir = _require_dir(os.path.join(image_dir, split), f"{split} image folder", spec, root)
+        folders = sorted(f.name for f in os.scandir(split_dir) if f.is_dir())
+        records = []
+        for label, folder in enumerate(folders):
+            name = _lookup(classnames, folder, ddir, split_dir)
+            folder_dir = os.path.join(split_dir, folder)
+            triples = ((os.path.join(folder_dir, im), label, name) for im in listdir_nohidden(folder_dir))
+            records.extend(make_records(triples, folder_dir))
+        lists.append(records)
+    train, test = lists
+    try:
+        dump_records({"train": train, "test": test}, cache)
+    except OSError as exc:
+        print(f"Warning: cannot write {cache} ({exc}); the folders will be scanned again next time")
+    return train, None, test
+
+
+def _read_imagenetv2(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datum], None, list[Datum]]:
+    image_dir = _require_dir(os.path.join(ddir, spec.image_dir), "image folder", spec, root)
+    names = list(_read_classnames(spec, ddir, root).values())
+    data = []
+    for label, name in enumerate(names):  # Dassl iterates 0..999; classnames.txt has 1000 lines
+        class_dir = _require_dir(os.path.join(image_dir, str(label)), f"class folder of label {label}", spec, root)
+        data.extend(make_records(((os.path.join(class_dir, im), label, name) for im in listdir_nohidden(class_dir)),
+                                 class_dir))
+    return data, None, data
+
+
+def _read_wnid_folders(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datum], None, list[Datum]]:
+    image_dir = _require_dir(os.path.join(ddir, spec.image_dir), "image folder", spec, root)
+    classnames = _read_classnames(spec, ddir, root)
+    folders = [f for f in listdir_nohidden(image_dir, sort=True) if f not in spec.ignored]
+    data = []
+    for label, folder in enumerate(folders):
+        class_dir = os.path.join(image_dir, folder)
+        if not os.path.isdir(class_dir):
+            raise DatasetLayoutError(f"{class_dir} is not a class folder; {image_dir} must hold only <wnid>/ folders")
+        name = _lookup(classnames, folder, ddir, image_dir)
+        data.extend(make_records(((os.path.join(class_dir, im), label, name) for im in listdir_nohidden(class_dir)),
+                                 class_dir))
+    return data, None, data
+
+
+_READERS: dict[str, Callable[[DatasetSpec, str, str], tuple]] = {
+    "json": _read_json,
+    "fgvc": _read_fgvc,
+    "imagenet": _read_imagenet,
+    "imagenetv2": _read_imagenetv2,
+    "wnid_folders": _read_wnid_folders,
+}

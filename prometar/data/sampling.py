@@ -1,0 +1,124 @@
+"""Few-shot sampling with its cache (protocol.md §5) and base/new class subsampling (§6)."""
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections import OrderedDict
+from typing import Sequence
+
+from .records import Datum, dump_records, load_records
+
+
+def make_rng(seed: int) -> random.Random:
+    """A dedicated CPython generator seeded with `seed` (seed < 0: unseeded, like Dassl's SEED -1)."""
+    return random.Random(seed) if seed >= 0 else random.Random()
+
+
+def split_by_label(data: Sequence[Datum]) -> "OrderedDict[int, list[Datum]]":
+    """Group records by label; groups in order of first appearance, records in list order."""
+    groups: OrderedDict[int, list[Datum]] = OrderedDict()
+    for item in data:
+        groups.setdefault(item.label, []).append(item)
+    return groups
+
+
+def generate_fewshot(
+    *lists: Sequence[Datum],
+    num_shots: int,
+    rng: random.Random | None = None,
+    seed: int = -1,
+    repeat: bool = False,
+) -> list[Datum] | list[list[Datum]]:
+    """Dassl's `generate_fewshot_dataset`: N samples per label of each list (one RNG stream for all).
+
+    Groups with >= N items get `rng.sample(group, N)`; smaller groups are kept whole without consuming
+    the RNG (or drawn with replacement if `repeat`). One list in -> one list out; several -> a list of
+    lists. `rng` defaults to `make_rng(seed)`. N < 1 returns the inputs unchanged.
+    """
+    if num_shots < 1:
+        return lists[0] if len(lists) == 1 else list(lists)
+    rng = rng if rng is not None else make_rng(seed)
+    print(f"Creating a {num_shots}-shot dataset")
+    output = []
+    for data in lists:
+        picked: list[Datum] = []
+        for items in split_by_label(data).values():
+            if len(items) >= num_shots:
+                picked.extend(rng.sample(items, num_shots))
+            elif repeat:
+                picked.extend(rng.choices(items, k=num_shots))
+            else:
+                picked.extend(items)
+        output.append(picked)
+    return output[0] if len(output) == 1 else output
+
+
+def fewshot_cache_path(split_fewshot_dir: str, num_shots: int, seed: int) -> str:
+    """`DIR/split_fewshot/shot_{N}-seed_{S}.pkl`."""
+    return os.path.join(split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.pkl")
+
+
+def fewshot_with_cache(
+    train: Sequence[Datum],
+    val: Sequence[Datum] | None,
+    num_shots: int,
+    seed: int,
+    split_fewshot_dir: str | None,
+) -> tuple[list[Datum], list[Datum] | None]:
+    """CoOp's few-shot step: load `shot_{N}-seed_{S}.pkl` if present (no sampling, no RNG), else sample
+    train with N then val with min(N, 4) from one generator seeded with `seed`, and save the cache.
+
+    `val=None` (ImageNet) samples and caches train only. The cache holds full-class lists with
+    original labels, in Dassl's format, so Dassl and standalone runs share it.
+    """
+    if num_shots < 1:
+        return train, val
+    path = fewshot_cache_path(split_fewshot_dir, num_shots, seed) if split_fewshot_dir else None
+    if path and os.path.isfile(path):
+        print(f"Loading preprocessed few-shot data from {path}")
+        data = load_records(path)
+        keys = ("train",) if val is None else ("train", "val")
+        for key in keys:
+            if not isinstance(data, dict) or key not in data:
+                raise KeyError(f'Few-shot cache {path} has no "{key}" list; delete it to resample')
+        return data["train"], None if val is None else data["val"]
+    rng = make_rng(seed)
+    train = generate_fewshot(train, num_shots=num_shots, rng=rng)
+    content = {"train": train}
+    if val is not None:
+        val = generate_fewshot(val, num_shots=min(num_shots, 4), rng=rng)
+        content["val"] = val
+    if path:
+        print(f"Saving preprocessed few-shot data to {path}")
+        try:
+            dump_records(content, path)
+        except OSError as exc:
+            print(f"Warning: cannot write {path} ({exc}); the same samples are drawn again next time")
+    return train, val
+
+
+SUBSAMPLE_CHOICES = ("all", "base", "new")
+
+
+def subsample_classes(*lists: Sequence[Datum], subsample: str = "all") -> tuple[list[Datum], ...]:
+    """Base/new split of protocol.md §6, decided on the labels of the FIRST list.
+
+    all: inputs returned untouched. base: lower ceil(n/2) labels; new: the rest. Selected labels are
+    relabelled 0..k-1 in ascending order; records of other labels are dropped from every list.
+    """
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ValueError(
+            f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}, got {subsample!r}"
+        )
+    if subsample == "all":
+        return lists
+    labels = sorted({item.label for item in lists[0]})
+    m = math.ceil(len(labels) / 2)
+    print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
+    selected = labels[:m] if subsample == "base" else labels[m:]
+    relabel = {y: i for i, y in enumerate(selected)}
+    return tuple(
+        [Datum(item.impath, relabel[item.label], 0, item.classname) for item in data if item.label in relabel]
+        for data in lists
+    )
