@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PromptSet", "attention", "run_block", "encode_text", "encode_image", "eot_positions"]
+__all__ = ["PromptSet", "attention", "layer_norm", "run_block", "encode_text", "encode_image", "eot_positions"]
 
 
 @dataclass
@@ -72,10 +72,17 @@ def attention(mha: nn.MultiheadAttention, x: Tensor, causal: bool, double_diff: 
     return F.linear(out, mha.out_proj.weight, mha.out_proj.bias)
 
 
+def layer_norm(ln: nn.LayerNorm, x: Tensor) -> Tensor:
+    """CLIP's LayerNorm (computed in float32 for half inputs), also valid for float64 models."""
+    compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    out = F.layer_norm(x.to(compute), ln.normalized_shape, ln.weight.to(compute), ln.bias.to(compute), ln.eps)
+    return out.to(x.dtype)
+
+
 def run_block(block: nn.Module, x: Tensor, causal: bool, double_diff: bool = False) -> Tensor:
     """One `clip.model.ResidualAttentionBlock`, batch-first."""
-    x = x + attention(block.attn, block.ln_1(x), causal, double_diff)
-    return x + block.mlp(block.ln_2(x))
+    x = x + attention(block.attn, layer_norm(block.ln_1, x), causal, double_diff)
+    return x + block.mlp(layer_norm(block.ln_2, x))
 
 
 def eot_positions(tokens: Tensor) -> Tensor:
@@ -114,7 +121,7 @@ def encode_text(clip_model: nn.Module, token_embeds: Tensor, eot: Tensor,
         if i == 0:
             x = x + clip_model.positional_embedding[:length].to(dtype)
         x = run_block(block, x, causal=True, double_diff=double_diff)
-    x = clip_model.ln_final(x).to(dtype)
+    x = layer_norm(clip_model.ln_final, x).to(dtype)
     x = x[torch.arange(n, device=x.device), eot.to(x.device)]
     return x @ clip_model.text_projection
 
@@ -135,7 +142,7 @@ def encode_image(visual: nn.Module, images: Tensor, prompts: Sequence[Optional[T
         ctx = prompts[0].to(x.dtype).unsqueeze(0).expand(n, -1, -1)
         x = torch.cat([x, ctx], dim=1)
         n_prompt = ctx.shape[1]
-    x = visual.ln_pre(x)
+    x = layer_norm(visual.ln_pre, x)
     for i, block in enumerate(blocks):
         ctx = prompts[i] if 0 < i < len(prompts) else None
         if ctx is not None:
@@ -144,5 +151,5 @@ def encode_image(visual: nn.Module, images: Tensor, prompts: Sequence[Optional[T
                                  f"tokens were appended at layer 0")
             x = torch.cat([x[:, :-n_prompt], ctx.to(x.dtype).unsqueeze(0).expand(n, -1, -1)], dim=1)
         x = run_block(block, x, causal=False, double_diff=double_diff)
-    x = visual.ln_post(x[:, 0])
+    x = layer_norm(visual.ln_post, x[:, 0])
     return x @ visual.proj

@@ -1,8 +1,12 @@
 """Shared fixtures: small CLIPs saved in OpenAI's format and loaded through the real loading path."""
+import os
 import warnings
 
 import pytest
 import torch
+
+# Small models run fastest single-threaded, and a busy 2-core machine is not oversubscribed.
+torch.set_num_threads(int(os.environ.get("PROMETAR_TEST_THREADS", "1")))
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
