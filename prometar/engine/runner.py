@@ -1,0 +1,76 @@
+"""`train.py` flow on the built-in engine (protocol §1), for runs without Dassl."""
+from __future__ import annotations
+
+import os
+import platform
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..build import pick_device
+from ..config import dump_cfg, load_cfg
+from .logging import setup_logger
+from .trainer import Trainer, TrainingDiverged
+
+__all__ = ["main", "set_random_seed", "print_args"]
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python `random`, NumPy and torch (CPU and every CUDA device), like Dassl."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def print_args(args: Any, cfg: Any) -> None:
+    """Dassl's header: the CLI arguments sorted by name, then the full config."""
+    print("***************\n** Arguments **\n***************")
+    for key in sorted(vars(args)):
+        print(f"{key}: {getattr(args, key)}")
+    print("************\n** Config **\n************")
+    print(cfg)
+
+
+def _system_info(device: torch.device) -> str:
+    lines = [f"PyTorch version: {torch.__version__}", f"Python version: {platform.python_version()}",
+             f"Platform: {platform.platform()}", f"Device: {device}"]
+    if device.type == "cuda":
+        lines.append(f"GPU: {torch.cuda.get_device_name(device)}")
+    lines.append(f"CPU threads: {torch.get_num_threads()}")
+    return "\n".join(lines)
+
+
+def main(args: Any, engine_note: str = "Dassl is not installed") -> int:
+    """Run training / evaluation on the built-in engine; returns a process exit code."""
+    cfg = load_cfg(args.dataset_config_file, args.config_file, args.opts, args=args)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    tee = setup_logger(cfg.OUTPUT_DIR)
+    try:
+        print(f"Engine: built-in (prometar {__version__}; {engine_note})")
+        print_args(args, cfg)
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        dump_cfg(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+        device = torch.device(args.device) if getattr(args, "device", None) else pick_device(cfg.USE_CUDA)
+        print("Collecting env info ...")
+        print("** System info **\n" + _system_info(device) + "\n")
+        print(f"Loading trainer: {cfg.TRAINER.NAME or 'ProMetaR'}")
+        trainer = Trainer(cfg, device)
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+            return 0
+        if not args.no_train:
+            trainer.train()
+        return 0
+    except TrainingDiverged as exc:
+        print(f"ERROR: {exc}")
+        return 3
+    finally:
+        if tee is not None:
+            tee.close()
