@@ -1,0 +1,4 @@
+"""Caltech101 for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl)."""
+from prometar.dassl.datasets import register_dataset
+
+Caltech101 = register_dataset("Caltech101")

@@ -1,0 +1,4 @@
+"""DescribableTextures for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl)."""
+from prometar.dassl.datasets import register_dataset
+
+DescribableTextures = register_dataset("DescribableTextures")

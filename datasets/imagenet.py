@@ -1,0 +1,4 @@
+"""ImageNet for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl)."""
+from prometar.dassl.datasets import register_dataset
+
+ImageNet = register_dataset("ImageNet")

@@ -1,0 +1,4 @@
+"""ImageNetA for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl)."""
+from prometar.dassl.datasets import register_dataset
+
+ImageNetA = register_dataset("ImageNetA")

@@ -1,0 +1,4 @@
+"""ImageNetV2 for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl)."""
+from prometar.dassl.datasets import register_dataset
+
+ImageNetV2 = register_dataset("ImageNetV2")

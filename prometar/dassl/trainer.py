@@ -1,0 +1,196 @@
+"""The ``ProMetaR`` trainer as a Dassl ``TrainerX`` (CoOp-family conventions), built on ``prometar.build``.
+
+Importing this module does not import Dassl: the class is created on first use by
+:func:`get_trainer_class` (also reachable as the module attribute ``ProMetaR``) and registered in
+Dassl's ``TRAINER_REGISTRY`` by :func:`register_trainer`.
+
+What is registered with Dassl (decides what Dassl saves, resumes, steps and switches train/eval):
+
+* ``VLPromptLearner``: the prompted CLIP (its ``state_dict`` holds only the learner tensors), the
+  prompts' optimiser and scheduler.  Registered first: Dassl prints the LR of the first model.
+* ``GradientModulator`` (only with ``TRAINER.PROMETAR.META_REG``): the modulator and its optimiser,
+  so Dassl checkpoints and resumes them; its scheduler only with ``STEP_VNET_SCHED`` (see
+  ``build_model``).
+
+Schedulers are this project's (:mod:`prometar.engine.lr`): Dassl's warm-up scheduler cannot be built
+on current torch, and ours keeps a plain ``state_dict`` so Dassl's ``torch.load`` (``weights_only``
+by default on torch >= 2.6) reads the checkpoints back.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any, List, Optional, Tuple
+
+from ..config import LEARNERS, PROMETAR_DEFAULTS, ConfigKeyError
+
+__all__ = ["get_trainer_class", "register_trainer", "TRAINER_NAME"]
+
+#: Name in Dassl's TRAINER_REGISTRY (= ``--trainer``); its config node is ``TRAINER.PROMETAR``.
+TRAINER_NAME = "ProMetaR"
+
+_CLASS: Optional[type] = None
+
+
+def _check_cfg(cfg: Any) -> None:
+    if "PROMETAR" not in cfg.TRAINER or "OPTIM_VNET" not in cfg:
+        raise ConfigKeyError("The config lacks TRAINER.PROMETAR / OPTIM_VNET: call prometar.dassl.extend_cfg(cfg) in "
+                       "train.py's extend_cfg (before the YAML files are merged)")
+    p = cfg.TRAINER.PROMETAR
+    missing = [key for key in PROMETAR_DEFAULTS if key not in p]
+    if missing:  # e.g. a host train.py that defines only the official keys
+        raise ConfigKeyError(f"TRAINER.PROMETAR lacks {', '.join(missing)}: call prometar.dassl.extend_cfg(cfg) at the end "
+                       f"of train.py's extend_cfg (it adds only the keys that are absent)")
+    if p.PREC not in ("fp16", "fp32", "amp"):
+        raise ValueError(f"TRAINER.PROMETAR.PREC must be fp16, fp32 or amp; got {p.PREC!r}")
+    if p.LEARNER not in LEARNERS:
+        raise ValueError(f"TRAINER.PROMETAR.LEARNER must be one of {', '.join(LEARNERS)}; got {p.LEARNER!r}")
+
+
+def _build_class() -> type:
+    import torch
+    from torch import nn
+    from dassl.engine import TrainerX
+
+    from ..build import MODEL_NAME, MODULATOR_NAME, build_trainer_parts, load_learner_state
+    from ..engine.checkpoint import load_checkpoint
+
+    class ProMetaR(TrainerX):
+        """ProMetaR (CVPR 2024): prompt learning with meta-regularisation, in Dassl.
+
+        Losses logged per batch (``forward_backward``): ``ce``, ``reg_text``, ``reg_image``,
+        ``meta_loss``, ``gate`` (mean modulator gate) and ``meta`` (1 when the meta step ran).
+        """
+
+        def check_cfg(self, cfg):
+            _check_cfg(cfg)
+
+        def build_model(self):
+            cfg = self.cfg
+            classnames = self.dm.dataset.classnames
+            parts = build_trainer_parts(cfg, classnames, self.device, verbose=cfg.VERBOSE)
+            self.parts = parts
+            self.model = parts.model
+            self.optim = parts.optim
+            self.sched = parts.sched
+            if cfg.VERBOSE:
+                names = [name for name, p in self.model.named_parameters() if p.requires_grad]
+                print(f"Trainable tensors ({len(names)}): {', '.join(names)}")
+            # The prompted model first: Dassl's progress line prints the LR of the first registered model.
+            self.register_model(MODEL_NAME, self.model, self.optim, self.sched)
+            self.modulator = parts.modulator
+            self.optim_mod = parts.optim_mod
+            self.sched_mod = parts.sched_mod
+            if parts.modulator is not None:
+                # The modulator is registered (so Dassl saves and resumes it with its optimiser), but its
+                # scheduler only when TRAINER.PROMETAR.STEP_VNET_SCHED is True: Dassl's update_lr() steps
+                # every registered scheduler, so leaving it out reproduces the official code by default,
+                # where the modulator's scheduler is built but never stepped (LR stays at OPTIM_VNET's
+                # warm-up constant all run).  With STEP_VNET_SCHED it is stepped once per epoch like the
+                # prompts' scheduler, and checkpointed.
+                self.register_model(MODULATOR_NAME, parts.modulator, parts.optim_mod,
+                                    parts.sched_mod if parts.step_mod_sched else None)
+            device_count = torch.cuda.device_count() if self.device.type == "cuda" else 0
+            if device_count > 1:
+                # Registered modules stay unwrapped (checkpoint keys without "module."); inference goes
+                # through the wrapper.  The training step works on the unwrapped model.
+                print(f"Using nn.DataParallel over {device_count} GPUs")
+                self.model = nn.DataParallel(self.model)
+
+        def _prompted_model(self):
+            return self._models[MODEL_NAME]
+
+        def parse_batch_train(self, batch):
+            images = batch["img"]
+            if isinstance(images, (list, tuple)):  # DATALOADER.K_TRANSFORMS > 1: use the first view
+                images = images[0]
+            return images.to(self.device), batch["label"].to(self.device)
+
+        def forward_backward(self, batch):
+            images, labels = self.parse_batch_train(batch)
+            metrics = self.parts.step(images, labels)
+            summary = {key: float(value) for key, value in metrics.as_dict().items()}
+            if (self.batch_idx + 1) == self.num_batches:
+                self.update_lr()
+            return summary
+
+        def model_inference(self, input):
+            return self.model(input)
+
+        def load_model(self, directory, epoch=None):
+            """CoOp-family loading of ``<directory>/<name>/model-best.pth.tar`` or ``model.pth.tar-<epoch>``.
+
+            The prompted model's file may be ours (learner tensors) or an official IVLP / PromptSRC /
+            ProMetaR full-model checkpoint (the learner tensors are extracted; frozen CLIP weights and
+            class-dependent buffers are ignored).  The modulator is loaded when its folder exists.
+            """
+            if not directory:
+                print("Note that load_model() is skipped as no pretrained model is given "
+                      "(ignore this if it's done on purpose)")
+                return
+            model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+            for name in self.get_model_names():
+                folder = osp.join(directory, name)
+                path = osp.join(folder, model_file)
+                if name != MODEL_NAME:
+                    if not osp.isdir(folder):
+                        print(f'No {name} folder in "{directory}": keeping its current weights '
+                              f"(only needed to continue training)")
+                        continue
+                    if not osp.exists(path):
+                        print(f'No {name} checkpoint at "{path}": keeping its current weights')
+                        continue
+                elif not osp.exists(path):
+                    raise FileNotFoundError(f'Model not found at "{path}"')
+                checkpoint = load_checkpoint(path)
+                if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+                    checkpoint = {"state_dict": checkpoint}
+                print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
+                if name == MODEL_NAME:
+                    load_learner_state(self._prompted_model(), checkpoint, strict=False)
+                else:
+                    self._models[name].load_state_dict(checkpoint["state_dict"])
+
+    ProMetaR.__module__ = __name__
+    ProMetaR.__qualname__ = "ProMetaR"
+    return ProMetaR
+
+
+def get_trainer_class() -> type:
+    """The ``ProMetaR(TrainerX)`` class (created once; imports Dassl)."""
+    global _CLASS
+    if _CLASS is None:
+        _CLASS = _build_class()
+    return _CLASS
+
+
+def register_trainer(force: bool = False, _report: Optional[Tuple[List[str], List[str]]] = None) -> type:
+    """Register ``ProMetaR`` in Dassl's TRAINER_REGISTRY unless the name is taken; returns our class.
+
+    A ``ProMetaR`` registered by someone else (e.g. the official repository's trainer) is kept and a
+    note is printed, unless ``force``.
+    """
+    from . import _require_dassl
+
+    _require_dassl()
+    from dassl.engine import TRAINER_REGISTRY
+
+    cls = get_trainer_class()
+    if TRAINER_NAME in TRAINER_REGISTRY.registered_names():
+        if TRAINER_REGISTRY.get(TRAINER_NAME) is cls:
+            return cls
+        if not force:
+            print(f"prometar: a trainer named {TRAINER_NAME} is already registered in Dassl "
+                  f"({getattr(TRAINER_REGISTRY.get(TRAINER_NAME), '__module__', '?')}); skipped ours")
+            if _report is not None:
+                _report[1].append(TRAINER_NAME)
+            return cls
+    TRAINER_REGISTRY.register(cls, force=force)
+    if _report is not None:
+        _report[0].append(TRAINER_NAME)
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ProMetaR":
+        return get_trainer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""CoOp-style trainer modules: importing ``trainers.prometar`` registers ProMetaR with Dassl (needs Dassl)."""
