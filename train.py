@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """CoOp-compatible entry point: `python train.py --trainer ProMetaR --config-file ... [KEY VALUE ...]`.
 
-Runs on Dassl when it is importable (registering this repo's `trainers/` and `datasets/`), else on prometar's
-built-in engine; `--engine builtin` forces the latter. The first log line says which engine ran.
+Runs on Dassl when it is importable (registering the ProMetaR trainer and the datasets into Dassl's registries),
+else on prometar's built-in engine; `--engine builtin` forces the latter. The first log line says which engine ran.
 """
 import sys
 

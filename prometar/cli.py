@@ -39,8 +39,11 @@ def train_main(argv: Optional[List[str]] = None) -> int:
 
     use_dassl = args.engine == "dassl" or (args.engine == "auto" and dassl_available())
     if args.engine == "dassl" and not dassl_available():
-        print("error: --engine dassl but Dassl is not importable (it is not on PyPI: clone "
-              "KaiyangZhou/Dassl.pytorch and `pip install -e` it)", file=sys.stderr)
+        from .dassl import dassl_import_error
+
+        print(f"error: --engine dassl but Dassl is not importable ({dassl_import_error()}). It is not on PyPI: "
+              f"clone KaiyangZhou/Dassl.pytorch, then `pip install --no-deps --no-build-isolation -e <clone>` and "
+              f"its requirements (see README, 'Running on Dassl')", file=sys.stderr)
         return 2
     if use_dassl:
         from .dassl.runner import main as dassl_main
