@@ -95,9 +95,13 @@ def meta_objective(model: PromptedCLIP, modulator: GradientModulator, names: Seq
     adapted = {n: p - adapt_lr * g for n, p, g in zip(names, params, modulated)}
     prompts = model.prompts(adapted)
     text = model.text_features(prompts)
-    image = model.image_features(images, prompts)
+    # Only the query images and the support images drawn as mix partners are needed at theta'.
+    support_images = images[support]
+    used, which = torch.unique(partners, return_inverse=True)
+    n_query = int(query.sum())
+    image = model.image_features(torch.cat([images[query], support_images[used]]), prompts)
     lam = lam.to(image.dtype)
-    mixed = lam[:, None] * image[query] + (1 - lam[:, None]) * image[support][partners]
+    mixed = lam[:, None] * image[:n_query] + (1 - lam[:, None]) * image[n_query:][which]
     logits = model.logits(mixed, text)
     y_query, y_partner = labels[query], labels[support][partners]
     loss = lam * F.cross_entropy(logits, y_query, reduction="none") + \
