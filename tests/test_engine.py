@@ -126,3 +126,16 @@ def test_plain_learner_baseline_trains_without_modulator(data_root, small_clip_p
     assert run(data_root, small_clip_path, out, opts=("TRAINER.PROMETAR.META_REG", "False")) == 0
     assert (out / "VLPromptLearner/model.pth.tar-1").is_file()
     assert not (out / "GradientModulator").exists()
+
+
+@pytest.mark.parametrize("config", ["vit_b16_c2_ep10_batch4_4ctx_coop", "vit_b16_c2_ep10_batch4_4ctx_vpt_metareg",
+                                    "vit_b16_c2_ep5_batch4_2ctx_maple_metareg"])
+def test_every_learner_trains_one_epoch_through_train_py(data_root, small_clip_path, tmp_path, config, monkeypatch):
+    monkeypatch.setattr(f"{__name__}.CFG", os.path.join(REPO, "configs", "trainers", "ProMetaR", config + ".yaml"))
+    out = tmp_path / config
+    assert run(data_root, small_clip_path, out) == 0
+    log = read_log(out)
+    names = {"_coop": "CoOpLearner", "_vpt": "VPTLearner", "_maple": "MaPLeLearner"}
+    learner = next(v for k, v in names.items() if k in config)
+    assert learner in log and "=> result" in log
+    assert (out / "GradientModulator").exists() == config.endswith("metareg")
