@@ -202,7 +202,7 @@ DATASET_NAMES = {
     "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
     "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures", "eurosat": "EuroSAT",
     "ucf101": "UCF101", "imagenetv2": "ImageNetV2", "imagenet_sketch": "ImageNetSketch",
-    "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
+    "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR", "prometar_world": "PrometarWorld",
 }
 
 
