@@ -6,8 +6,10 @@ setup(
     version="0.1.0",
     description="ProMetaR (Prompt Learning via Meta-Regularization, CVPR 2024) for CLIP, with or without Dassl",
     python_requires=">=3.9",
-    packages=find_packages(include=["prometar", "prometar.*"]),
-    package_data={"prometar": ["assets/*", "configs/**/*.yaml"]},
+    # The repo's top-level configs/ ships inside the package as prometar.configs (no copy in the tree).
+    packages=find_packages(include=["prometar", "prometar.*"]) + ["prometar.configs"],
+    package_dir={"prometar.configs": "configs"},
+    package_data={"prometar": ["assets/*"], "prometar.configs": ["datasets/*.yaml", "trainers/*/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
