@@ -8,7 +8,8 @@ output layout of the base-to-new scripts, then prints the base / new / HM table 
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
+import io
 import sys
 import time
 from pathlib import Path
@@ -36,12 +37,19 @@ def config_path(*parts: str) -> str:
                             f"{here / 'configs'}: reinstall prometar (`pip install -e .` from the repository)")
 
 
-def _run(argv: List[str]) -> None:
+def _run(argv: List[str], folder: Path, what: str, verbose: bool) -> None:
+    """One train.py run; its full output goes to `folder/log.txt` (and the console with --verbose)."""
     from .cli import train_main
+    from .report import read_run
 
-    code = train_main(argv)
+    print(f"{what} ...", end="" if not verbose else "\n", flush=True)
+    start = time.time()
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+        code = train_main(argv)
     if code != 0:
-        raise SystemExit(f"prometar demo: train.py {' '.join(argv)} exited with {code}")
+        raise SystemExit(f"\nprometar demo: train.py {' '.join(argv)} exited with {code}; see {folder / 'log.txt'}")
+    result = read_run(str(folder))
+    print(f" accuracy {result.value:.1f}% ({time.time() - start:.0f} s, log: {folder / 'log.txt'})")
 
 
 def _finished(folder: Path) -> bool:
@@ -57,6 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--full", action="store_true", help="zero-shot, IVLP and ProMetaR over seeds 1, 2, 3")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 1; with --full: 1 2 3)")
     parser.add_argument("--device", default="", help="cpu, cuda, mps (default: CUDA, then MPS, then CPU)")
+    parser.add_argument("--verbose", action="store_true", help="show every run's full log on the console")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([1, 2, 3] if args.full else [1])
@@ -83,14 +92,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             new_dir = out / "base2new" / "test_new" / tail
             opts = ["DATASET.NUM_SHOTS", str(SHOTS)] + list(args.opts)
             if not _finished(base_dir):
-                print(f"== {name} seed {seed}: {'train on' if trained else 'evaluate'} base classes -> {base_dir}")
+                what = f"{name} seed {seed}: {'train on' if trained else 'evaluate'} base classes"
                 extra = [] if trained else ["--eval-only"]
-                _run(common + ["--output-dir", str(base_dir)] + extra + opts + ["DATASET.SUBSAMPLE_CLASSES", "base"])
+                _run(common + ["--output-dir", str(base_dir)] + extra + opts + ["DATASET.SUBSAMPLE_CLASSES", "base"],
+                     base_dir, what, args.verbose)
             if not _finished(new_dir):
-                print(f"== {name} seed {seed}: evaluate new classes -> {new_dir}")
                 load = ["--model-dir", str(base_dir), "--load-epoch", str(_last_epoch(base_dir))] if trained else []
                 _run(common + ["--output-dir", str(new_dir), "--eval-only"] + load + opts
-                     + ["DATASET.SUBSAMPLE_CLASSES", "new"])
+                     + ["DATASET.SUBSAMPLE_CLASSES", "new"], new_dir, f"{name} seed {seed}: evaluate new classes",
+                     args.verbose)
     from .report import report_main
 
     print(f"\nDemo finished in {time.time() - start:.0f} s. Results (accuracy %, test split):")

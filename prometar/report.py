@@ -325,7 +325,7 @@ def _shorten_labels(reports: list[MethodReport]) -> None:
     """Drop the part of the label that all methods share (trainer or config), if unambiguous."""
     if len(reports) < 2:
         return
-    for parts in (lambda r: r.config, lambda r: r.trainer):
+    for parts in (lambda r: r.trainer, lambda r: r.config):
         labels = [parts(r) + ("" if r.shots == 16 else f" ({r.shots} shots)") for r in reports]
         if len(set(labels)) == len(labels):
             for rep, label in zip(reports, labels):
