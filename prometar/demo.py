@@ -49,7 +49,7 @@ def _run(argv: List[str], folder: Path, what: str, verbose: bool) -> None:
     if code != 0:
         raise SystemExit(f"\nprometar demo: train.py {' '.join(argv)} exited with {code}; see {folder / 'log.txt'}")
     result = read_run(str(folder))
-    print(f" accuracy {result.value:.1f}% ({time.time() - start:.0f} s, log: {folder / 'log.txt'})")
+    print(f" accuracy {result.accuracy:.1f}% ({time.time() - start:.0f} s, log: {folder / 'log.txt'})")
 
 
 def _finished(folder: Path) -> bool:

@@ -217,7 +217,7 @@ def test_dataset_yamls():
 
 def test_every_trainer_yaml_merges():
     files = sorted(glob.glob(os.path.join(TRAINER_DIR, "*.yaml")))
-    assert len(files) == 8
+    assert len(files) == 11  # 8 ViT-B/16 configs (4 learners, plain and + ProMetaR) + 3 for the bundled world
     for f in files:
         cfg = load_cfg(os.path.join(REPO, "configs", "datasets", "dtd.yaml"), f)
         assert cfg.TRAINER.PROMETAR.LEARNER in ("IVLP", "CoOp", "VPT", "MaPLe"), f
