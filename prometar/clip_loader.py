@@ -108,13 +108,28 @@ def resolve_clip_path(name_or_path: Union[str, os.PathLike], cache_dir: Optional
                         f"nor a known model name ({known}).")
 
 
+def _is_torchscript(path: Path) -> bool:
+    """OpenAI's released files are TorchScript archives: zips holding `constants.pkl` and `code/`."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def _read_state_dict(path: Path) -> dict:
     errors = []
-    try:
-        archive = torch.jit.load(str(path), map_location="cpu")
-        return archive.state_dict()
-    except Exception as exc:  # not a TorchScript archive: try a plain state dict
-        errors.append(f"as TorchScript: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    if _is_torchscript(path):
+        try:
+            with warnings.catch_warnings():  # torch.jit.load is deprecated but is how OpenAI's files are read
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception as exc:
+            errors.append(f"as TorchScript: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    else:
+        errors.append("not a TorchScript archive")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:

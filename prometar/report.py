@@ -511,7 +511,7 @@ def draw_plot(reports: Sequence[MethodReport], published: dict[str, Any], path: 
                    label=f"{rep.label} {metric}")
     px = [i for i, d in enumerate(datasets) if d in paper.get("hm", {})]
     py = [paper["hm"][datasets[i]] for i in px]
-    if "hm" in paper.get("average", {}):
+    if "hm" in paper.get("average", {}) and px:  # the paper's 11-dataset average only next to paper datasets
         px.append(len(datasets))
         py.append(paper["average"]["hm"])
     if px:
