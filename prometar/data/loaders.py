@@ -107,16 +107,8 @@ class DataManager:
         dataset_wrapper: type | None = None,
     ) -> None:
         dataset = build_dataset(cfg)
-        if custom_tfm_train is None:
-            tfm_train = build_transform(cfg, is_train=True)
-        else:
-            print("* Using custom transform for training")
-            tfm_train = custom_tfm_train
-        if custom_tfm_test is None:
-            tfm_test = build_transform(cfg, is_train=False)
-        else:
-            print("* Using custom transform for testing")
-            tfm_test = custom_tfm_test
+        tfm_train = _transform_or_custom(cfg, custom_tfm_train, is_train=True)
+        tfm_test = _transform_or_custom(cfg, custom_tfm_test, is_train=False)
         loader = cfg.DATALOADER
         self.train_loader_x = build_data_loader(
             cfg, dataset.train_x, loader.TRAIN_X.BATCH_SIZE, tfm_train, True,
@@ -163,3 +155,11 @@ class DataManager:
 def build_data(cfg: Any, **kwargs: Any) -> DataManager:
     """`DataManager(cfg, **kwargs)`: dataset, transforms, loaders and the printed summary."""
     return DataManager(cfg, **kwargs)
+
+
+def _transform_or_custom(cfg: Any, custom: Any, is_train: bool) -> Any:
+    """The caller's transform when given (announced as Dassl does), else the config's."""
+    if custom is None:
+        return build_transform(cfg, is_train=is_train)
+    print(f"* Using custom transform for {'training' if is_train else 'testing'}")
+    return custom
