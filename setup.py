@@ -5,7 +5,7 @@ setup(
     name="prometar",
     version="0.1.0",
     description="ProMetaR (Prompt Learning via Meta-Regularization, CVPR 2024) for CLIP, with or without Dassl",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     # The repo's top-level configs/ ships inside the package as prometar.configs (no copy in the tree).
     packages=find_packages(include=["prometar", "prometar.*"]) + ["prometar.configs"],
     package_dir={"prometar.configs": "configs"},
