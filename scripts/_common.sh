@@ -68,3 +68,28 @@ check_inputs() {
     [ -f "configs/datasets/$1.yaml" ] || die "no dataset config configs/datasets/$1.yaml"
     [ -f "configs/trainers/${TRAINER}/${CFG}.yaml" ] || die "no method config configs/trainers/${TRAINER}/${CFG}.yaml"
 }
+
+# model_epoch MODEL_DIR HINT: echo the epoch to load from MODEL_DIR (LOADEP or its latest checkpoint) after
+# checking that the checkpoint file exists; die with HINT (what to run first) otherwise.
+model_epoch() {
+    local epoch
+    epoch=$(resolve_loadep "$1") || die "no checkpoint pointer in $1/*/checkpoint: $2 (or set LOADEP)"
+    compgen -G "$1/*/model.pth.tar-${epoch}" > /dev/null \
+        || die "no $1/*/model.pth.tar-${epoch}: $2, or set LOADEP to a saved epoch"
+    echo "$epoch"
+}
+
+# run_train DATASET SEED OUTPUT_DIR [train.py args and KEY VALUE opts...]: train.py with the flags every
+# script passes (data root, seed, trainer, dataset and method configs, output folder).
+run_train() {
+    local dataset=$1 seed=$2 dir=$3
+    shift 3
+    "${PY[@]}" train.py \
+        --root "$DATA" \
+        --seed "$seed" \
+        --trainer "$TRAINER" \
+        --dataset-config-file "configs/datasets/${dataset}.yaml" \
+        --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
+        --output-dir "$dir" \
+        "$@"
+}

@@ -23,17 +23,9 @@ if run_is_finished "$DIR"; then
     exit 0
 fi
 check_inputs "$DATASET"
-EPOCH=$(resolve_loadep "$MODEL_DIR") || die "no checkpoint pointer in ${MODEL_DIR}/*/checkpoint: run base2new_train.sh ${DATASET} ${SEED} first (or set LOADEP)"
-compgen -G "${MODEL_DIR}/*/model.pth.tar-${EPOCH}" > /dev/null \
-    || die "no ${MODEL_DIR}/*/model.pth.tar-${EPOCH}: train first, or set LOADEP to a saved epoch"
+EPOCH=$(model_epoch "$MODEL_DIR" "run base2new_train.sh ${DATASET} ${SEED} first")
 echo "Evaluate ${MODEL_DIR} (epoch ${EPOCH}) on ${SUB} classes, output to ${DIR}"
-"${PY[@]}" train.py \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/${DATASET}.yaml" \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
+run_train "$DATASET" "$SEED" "$DIR" \
     --model-dir "$MODEL_DIR" \
     --load-epoch "$EPOCH" \
     --eval-only \

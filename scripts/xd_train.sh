@@ -17,13 +17,7 @@ if run_is_finished "$DIR"; then
 fi
 check_inputs imagenet
 echo "Run this job and save the output to ${DIR}"
-"${PY[@]}" train.py \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file configs/datasets/imagenet.yaml \
-    --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
+run_train imagenet "$SEED" "$DIR" \
     "$@" \
     DATASET.NUM_SHOTS "$SHOTS" \
     DATASET.SUBSAMPLE_CLASSES all
