@@ -35,9 +35,6 @@ DOWNLOAD_ENV = "PROMETAR_ALLOW_DOWNLOAD"
 
 #: Architecture hyper-parameters of OpenAI's ViT CLIPs (and small shapes for tests).
 CLIP_SHAPES: Dict[str, dict] = {
-    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-                     vision_patch_size=32, context_length=77, vocab_size=49408,
-                     transformer_width=512, transformer_heads=8, transformer_layers=12),
     "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
                      vision_patch_size=16, context_length=77, vocab_size=49408,
                      transformer_width=512, transformer_heads=8, transformer_layers=12),
@@ -53,6 +50,8 @@ CLIP_SHAPES: Dict[str, dict] = {
                   vision_patch_size=8, context_length=77, vocab_size=49408,
                   transformer_width=128, transformer_heads=2, transformer_layers=3),
 }
+
+CLIP_SHAPES["ViT-B/32"] = dict(CLIP_SHAPES["ViT-B/16"], vision_patch_size=32)
 
 #: Models shipped inside the package (see `prometar/world.py`).
 BUNDLED_MODELS = {"prometar-world": "world_clip.pt"}

@@ -74,6 +74,13 @@ class PromptLearner(nn.Module):
     def tensor_specs(self) -> List[TensorSpec]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _init_text_prompts(self, clip_model: nn.Module, n_ctx: int, depth: int, ctx_init: str) -> None:
+        """`self.text`: the layer-0 context (`text_context_init` rule) and depth - 1 deeper N(0, 0.02^2) prompts."""
+        ctx, self.prompt_prefix = text_context_init(clip_model, n_ctx, ctx_init)
+        width = clip_model.ln_final.weight.shape[0]
+        self.n_ctx_text = n_ctx
+        self.text = nn.ParameterList([nn.Parameter(ctx)] + [_normal(n_ctx, width) for _ in range(depth - 1)])
+
     def describe(self) -> str:
         n = sum(p.numel() for p in self.parameters())
         return (f"{type(self).__name__}: {len(self.tensor_specs())} trainable tensors, {n:,} parameters, "
@@ -93,11 +100,8 @@ class IVLPLearner(PromptLearner):
         if depth_text < 1:
             raise ValueError(f"IVLP needs PROMPT_DEPTH_TEXT >= 1, got {depth_text} (use LEARNER VPT for vision only)")
         _check_depth(clip_model, depth_text, depth_vision)
-        ctx, self.prompt_prefix = text_context_init(clip_model, n_ctx_text, ctx_init)
-        width_t = clip_model.ln_final.weight.shape[0]
+        self._init_text_prompts(clip_model, n_ctx_text, depth_text, ctx_init)
         width_v = clip_model.visual.conv1.weight.shape[0]
-        self.n_ctx_text = n_ctx_text
-        self.text = nn.ParameterList([nn.Parameter(ctx)] + [_normal(n_ctx_text, width_t) for _ in range(depth_text - 1)])
         self.vision = nn.ParameterList([_normal(n_ctx_vision, width_v) for _ in range(depth_vision)]) \
             if n_ctx_vision > 0 else nn.ParameterList()
 
@@ -113,9 +117,7 @@ class CoOpLearner(PromptLearner):
 
     def __init__(self, clip_model: nn.Module, n_ctx_text: int = 4, ctx_init: str = "a photo of a", **_: int):
         super().__init__()
-        ctx, self.prompt_prefix = text_context_init(clip_model, n_ctx_text, ctx_init)
-        self.n_ctx_text = n_ctx_text
-        self.text = nn.ParameterList([nn.Parameter(ctx)])
+        self._init_text_prompts(clip_model, n_ctx_text, 1, ctx_init)
 
     def forward(self) -> PromptSet:
         return PromptSet(text=list(self.text), vision=[])
@@ -159,11 +161,9 @@ class MaPLeLearner(PromptLearner):
         if depth_text < 1:
             raise ValueError(f"MaPLe needs PROMPT_DEPTH_TEXT >= 1, got {depth_text}")
         _check_depth(clip_model, depth_text, depth_text)
-        ctx, self.prompt_prefix = text_context_init(clip_model, n_ctx_text, ctx_init)
+        self._init_text_prompts(clip_model, n_ctx_text, depth_text, ctx_init)
         width_t = clip_model.ln_final.weight.shape[0]
         width_v = clip_model.visual.conv1.weight.shape[0]
-        self.n_ctx_text = n_ctx_text
-        self.text = nn.ParameterList([nn.Parameter(ctx)] + [_normal(n_ctx_text, width_t) for _ in range(depth_text - 1)])
         first = nn.Linear(width_t, width_v)
         deep = nn.Linear(width_t, width_v)
         self.proj = nn.ModuleList([first] + [copy.deepcopy(deep) for _ in range(depth_text - 1)])

@@ -13,18 +13,14 @@ CALTECH_RENAMES = {
 }
 
 # EuroSAT: folder -> stored class name.
-EUROSAT_RENAMES = {
-    "AnnualCrop": "Annual Crop Land",
-    "Forest": "Forest",
-    "HerbaceousVegetation": "Herbaceous Vegetation Land",
-    "Highway": "Highway or Road",
-    "Industrial": "Industrial Buildings",
-    "Pasture": "Pasture Land",
-    "PermanentCrop": "Permanent Crop Land",
-    "Residential": "Residential Buildings",
-    "River": "River",
-    "SeaLake": "Sea or Lake",
-}
+EUROSAT_RENAMES = dict(
+    pair.split(" -> ") for pair in (
+        "AnnualCrop -> Annual Crop Land", "Forest -> Forest", "HerbaceousVegetation -> Herbaceous Vegetation Land",
+        "Highway -> Highway or Road", "Industrial -> Industrial Buildings", "Pasture -> Pasture Land",
+        "PermanentCrop -> Permanent Crop Land", "Residential -> Residential Buildings", "River -> River",
+        "SeaLake -> Sea or Lake",
+    )
+)
 
 # ImageNet-A / ImageNet-R: entries of the image folder that are not classes.
 IMAGENET_AR_IGNORED = ("README.txt",)
