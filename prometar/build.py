@@ -51,7 +51,6 @@ def build_prompted_clip(cfg: Any, classnames: Sequence[str], device: torch.devic
     learner = learner.to(device)
     if verbose:
         print(f"Building prompted CLIP: {learner.describe()}")
-        print(f"Computing frozen teacher text features ({len(classnames)} classes x 60 templates)")
     return PromptedCLIP(clip_model, learner, classnames, precision=p.PREC, amp_dtype=p.AMP_DTYPE)
 
 

@@ -91,9 +91,19 @@ class PromptedCLIP(nn.Module):
             embeds = self.clip.token_embedding(tokens[:, :length].to(self.device))
         self.register_buffer("token_embeds", embeds, persistent=False)
         self.register_buffer("eot", eot.to(self.device), persistent=False)
-        teacher = self._teacher_text_features(names) if self.teacher_templates else None
-        self.register_buffer("teacher_text", teacher, persistent=False)
+        self.register_buffer("_teacher_text", None, persistent=False)  # computed on first use (training only)
+        self._prompt_names = names
         self._eval_cache = None
+
+    @property
+    def teacher_text(self) -> Tensor:
+        """L2-normalised template-ensemble text features of the frozen teacher, computed once per class list on
+        first use: training needs them, evaluation (e.g. of 1000 new classes) never does."""
+        if self._teacher_text is None:
+            if not self.teacher_templates:
+                raise RuntimeError("this PromptedCLIP was built with teacher_templates=None: no teacher text features")
+            self._teacher_text = self._teacher_text_features(self._prompt_names)
+        return self._teacher_text
 
     @torch.no_grad()
     def _teacher_text_features(self, names: List[str]) -> Tensor:
