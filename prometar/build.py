@@ -103,12 +103,9 @@ def build_trainer_parts(cfg: Any, classnames: Sequence[str], device: torch.devic
 def _learner_state_from(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     """Learner tensors from our checkpoints (`prompt_learner.*`) or official full-model ones."""
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    ours = {k[len("prompt_learner."):]: v for k, v in state.items()
-            if k.startswith("prompt_learner.") and k not in ("prompt_learner.token_prefix", "prompt_learner.token_suffix")
-            and not k.startswith("prompt_learner.ZS_image_encoder.")}
     if "prompt_learner.ctx" in state or "image_encoder.VPT" in state:  # official IVLP/PromptSRC/ProMetaR file
         return official_to_ivlp_state_dict(state)
-    return ours
+    return {k[len("prompt_learner."):]: v for k, v in state.items() if k.startswith("prompt_learner.")}
 
 
 def load_learner_state(model: PromptedCLIP, source: Any, strict: bool = True) -> Dict[str, Any]:

@@ -187,7 +187,6 @@ class Trainer:
         bar.close()
 
     def after_epoch(self) -> None:
-        last = self.epoch + 1 == self.max_epoch
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             result = self.test(split="val")
             if result > self.best_result:
@@ -195,8 +194,6 @@ class Trainer:
                 self.save_model(self.epoch, val_result=result, model_name="model-best.pth.tar")
         self.last_checkpoint = self.save_model(self.epoch)
         self._prune(self.epoch)
-        if last:
-            self.model.eval()
 
     def after_train(self) -> float:
         print("Finish training")
