@@ -14,9 +14,11 @@ import os
 import pickle
 import shutil
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
+
+from ..io import atomic_write as _atomic_write
 
 __all__ = [
     "BEST_NAME",
@@ -61,35 +63,6 @@ def checkpoint_path(directory: str, name: str = "", epoch: Optional[int] = None)
     """``<directory>/<name>/model.pth.tar-<epoch>``, or ``.../model-best.pth.tar`` when epoch is None."""
     file_name = BEST_NAME if epoch is None else f"model.pth.tar-{epoch}"
     return os.path.join(directory, name, file_name) if name else os.path.join(directory, file_name)
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Write ``path`` via ``write(fileobj)`` on a temp file, fsync, then ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_dir(directory)
 
 
 def save_checkpoint(
