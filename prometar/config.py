@@ -24,6 +24,7 @@ from yacs.config import CfgNode as CN
 __all__ = [
     "CN",
     "ConfigKeyError",
+    "ConfigFileError",
     "PROMETAR_DEFAULTS",
     "IVLP_DEFAULTS",
     "LEARNERS",
@@ -80,6 +81,33 @@ class ConfigKeyError(KeyError):
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return str(self.args[0]) if self.args else ""
+
+
+class ConfigFileError(ValueError):
+    """A config file that is not valid YAML; the message names the file, line and column."""
+
+
+def _yaml_error(exc: Exception, path: str, what: str) -> ConfigFileError:
+    """A ConfigFileError for a YAML syntax error in ``path``, naming the file, line and column.
+
+    PyYAML reports positions in ``"<unicode string>"`` because yacs parses the file's text; the marks'
+    line/column numbers are those of the file.
+    """
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f'{what} "{path}"'
+    if mark is not None:
+        where += f", line {mark.line + 1}, column {mark.column + 1}"
+    problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} started at line {context_mark.line + 1})"
+    snippet = ""
+    if mark is not None and getattr(mark, "buffer", None) is not None:
+        lines = mark.buffer.splitlines()
+        if 0 <= mark.line < len(lines) and lines[mark.line].strip():
+            snippet = f"\n    {lines[mark.line]}\n    {' ' * mark.column}^"
+    return ConfigFileError(f"{where}: YAML syntax error: {problem}{snippet}\nFix the YAML syntax of that file.")
 
 
 def _node(values: Mapping[str, Any]) -> CN:
@@ -331,8 +359,12 @@ def merge_file(cfg: CN, path: str, what: str = "config file") -> CN:
     """Merge the YAML file ``path`` into ``cfg`` with yacs semantics; errors name the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{what} not found: "{path}"')
+    import yaml
+
     try:
         cfg.merge_from_file(path)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, path, what) from None
     except (KeyError, ValueError, AssertionError, TypeError) as exc:
         raise _with_context(exc, f'while merging {what} "{path}"') from exc
     return cfg
