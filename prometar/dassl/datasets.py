@@ -19,12 +19,14 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from ..data import build_lists
 from ..data.specs import SPECS, resolve_name
 
-__all__ = ["DATASET_NAMES", "get_dataset_class", "register_dataset", "register_datasets", "to_dassl_records"]
+__all__ = ["DATASET_NAMES", "get_dataset_class", "get_dataset_wrapper", "register_dataset", "register_datasets",
+           "to_dassl_records"]
 
 #: Registered class names, in the dataset table's order.
 DATASET_NAMES: Tuple[str, ...] = tuple(SPECS)
 
 _CLASSES: Dict[str, type] = {}
+_WRAPPER: Optional[type] = None
 
 
 def to_dassl_records(records: Optional[Iterable[Any]]) -> Optional[List[Any]]:
@@ -65,6 +67,37 @@ def _build_class(name: str) -> type:
                                       "dataset_dir": spec.dataset_dir, "domains": []})
     cls.__qualname__ = name
     return cls
+
+
+def get_dataset_wrapper() -> type:
+    """Dassl's ``DatasetWrapper`` whose image-reading errors name the file (created once; imports Dassl).
+
+    Dassl opens images with a bare ``Image.open(path).convert("RGB")``, so a truncated or corrupt file
+    fails with e.g. ``OSError: image file is truncated`` and no path. This subclass re-raises such
+    errors with the path (``FileNotFoundError`` stays one), like the built-in engine's loader.
+    """
+    global _WRAPPER
+    if _WRAPPER is None:
+        from dassl.data.data_manager import DatasetWrapper
+
+        class NamedDatasetWrapper(DatasetWrapper):
+            """Dassl's DatasetWrapper; an error while reading a sample names its image file."""
+
+            def __getitem__(self, idx):
+                try:
+                    return super().__getitem__(idx)
+                except OSError as exc:
+                    impath = getattr(self.data_source[idx], "impath", "?")
+                    if impath in str(exc):
+                        raise
+                    if isinstance(exc, FileNotFoundError):
+                        raise FileNotFoundError(f'No file found at "{impath}"') from exc
+                    raise OSError(f'Cannot read image "{impath}": {exc}. Replace or re-download this file '
+                                  f"(or remove it from the split file and delete the few-shot caches)") from exc
+
+        NamedDatasetWrapper.__module__ = __name__
+        _WRAPPER = NamedDatasetWrapper
+    return _WRAPPER
 
 
 def get_dataset_class(name: str) -> type:

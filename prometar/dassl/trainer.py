@@ -64,6 +64,19 @@ def _build_class() -> type:
         def check_cfg(self, cfg):
             _check_cfg(cfg)
 
+        def build_data_loader(self):
+            """Dassl's data manager, with a dataset wrapper whose image-reading errors name the file."""
+            from dassl.data import DataManager
+
+            from .datasets import get_dataset_wrapper
+
+            dm = DataManager(self.cfg, dataset_wrapper=get_dataset_wrapper())
+            self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
+            self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
+            self.num_classes, self.num_source_domains = dm.num_classes, dm.num_source_domains
+            self.lab2cname = dm.lab2cname
+            self.dm = dm
+
         def build_model(self):
             cfg = self.cfg
             classnames = self.dm.dataset.classnames

@@ -22,7 +22,8 @@ def read_image(path: str) -> Image.Image:
     except FileNotFoundError as exc:
         raise FileNotFoundError(f'No file found at "{path}"') from exc
     except (OSError, ValueError) as exc:
-        raise OSError(f'Cannot read image "{path}": {exc}') from exc
+        raise OSError(f'Cannot read image "{path}": {exc}. Replace or re-download this file (or remove it from '
+                      f"the split file and delete the few-shot caches)") from exc
 
 
 class DatasetWrapper(Dataset):
