@@ -12,6 +12,7 @@ from typing import Callable
 
 from .names import sun397_classname, ucf101_classname, pets_classname
 from .records import Datum, dump_records, load_records
+from .reroot import CacheMismatchError, reroot, same_folder, under
 from .sources import DRIVE_VIEW, split_file_source
 from .specs import (
     DatasetLayoutError,
@@ -57,6 +58,8 @@ def read_dataset_lists(name: str, root: str) -> tuple[list[Datum], list[Datum] |
         raise missing_path_error("dataset folder", ddir, spec, root)
     fewshot_dir = None if spec.test_only else _make_fewshot_dir(ddir)
     train, val, test = _READERS[spec.kind](spec, ddir, root)
+    if not spec.test_only:
+        check_train_classes(train, {"val": val or [], "test": test}, spec.name, _train_source(spec, ddir))
     info = ListsInfo(
         name=spec.name,
         root=root,
@@ -67,6 +70,52 @@ def read_dataset_lists(name: str, root: str) -> tuple[list[Datum], list[Datum] |
         test_only=spec.test_only,
     )
     return train, val, test, info
+
+
+class MissingTrainClassError(DatasetLayoutError):
+    """A class of the dataset has no training image (the message names it and the split file or folder)."""
+
+
+def _train_source(spec: DatasetSpec, ddir: str) -> str:
+    """Where the train list of `spec` comes from (split file, list file or folder), for messages."""
+    if spec.kind == "json":
+        return os.path.join(ddir, spec.split_file or "")
+    if spec.kind == "fgvc":
+        return os.path.join(ddir, "images_variant_train.txt")
+    if spec.kind == "imagenet":
+        return f"{os.path.join(ddir, 'images', 'train')} (listed in {os.path.join(ddir, 'preprocessed.pkl')})"
+    return ddir
+
+
+def check_train_classes(train: list[Datum], others: dict[str, list[Datum]], dataset: str, source: str) -> None:
+    """Refuse a dataset where some class has no training image.
+
+    Classes are the labels 0..max over all lists. A class present in val/test (or a label skipped in the
+    numbering) but absent from train would otherwise be dropped silently by base/new subsampling (which
+    splits the labels of train) and crash evaluation with `all` (Dassl derives the classes from train).
+    """
+    train_labels = {d.label for d in train}
+    train_names = {d.classname for d in train}
+    if not train:
+        raise MissingTrainClassError(f"{dataset}: the train list of {source} is empty")
+    absent: dict[int, tuple[str, str]] = {}  # label -> (class name, list)
+    for key, data in others.items():
+        for d in data:
+            if d.label not in train_labels or d.classname not in train_names:
+                absent.setdefault(d.label, (d.classname, key))
+    n_labels = max([d.label for d in train] + [lab for lab in absent]) + 1
+    gaps = [lab for lab in range(n_labels) if lab not in train_labels and lab not in absent]
+    if not absent and not gaps:
+        return
+    parts = [f'"{name}" (label {lab}, in {key})' for lab, (name, key) in sorted(absent.items())]
+    parts += [f"label {lab} (no image in any list)" for lab in gaps]
+    shown = ", ".join(parts[:10]) + (f", ... and {len(parts) - 10} more" if len(parts) > 10 else "")
+    raise MissingTrainClassError(
+        f"{dataset}: {len(parts)} of {n_labels} classes have no training image in {source}: {shown}. "
+        f"A class without training images cannot be learned, and dropping it would change the base/new "
+        f"split and shift every label after it. Add training images for these classes (or remove them from "
+        f"every list and number the labels 0..N-1), then delete the few-shot caches in split_fewshot/."
+    )
 
 
 def _make_fewshot_dir(ddir: str) -> str:
@@ -271,7 +320,7 @@ def _read_imagenet(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datum]
         data = load_records(cache)
         if not isinstance(data, dict) or "train" not in data or "test" not in data:
             raise DatasetLayoutError(f'{cache}: expected a dict with "train" and "test" lists; delete it to rebuild')
-        return data["train"], None, data["test"]
+        return _reroot_preprocessed(data, cache, ddir, spec.dataset_dir)
     classnames = _read_classnames(spec, ddir, root)
     image_dir = os.path.join(ddir, "images")
     lists = []
@@ -291,6 +340,50 @@ def _read_imagenet(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datum]
     except OSError as exc:
         print(f"Warning: cannot write {cache} ({exc}); the folders will be scanned again next time")
     return train, None, test
+
+
+def _reroot_preprocessed(data: dict, cache: str, ddir: str, folder_name: str) -> tuple[list[Datum], None, list[Datum]]:
+    """ImageNet's `preprocessed.pkl` after the data folder moved: map its absolute paths onto `ddir`.
+
+    The old folder must be named like the dataset folder, the first record's dataset-relative path must
+    exist under `ddir`, and so must a sample of the others; else the cache is refused (delete it to
+    rebuild it from the image folders). The cache is rewritten with the current paths.
+    """
+    lists, old_dirs = {}, set()
+    for key in ("train", "test"):
+        found: list[str] = []
+
+        def is_known(rel: str) -> bool:  # stat until the old folder is found; then a sample is checked below
+            if not found and os.path.isfile(os.path.join(ddir, rel)):
+                found.append(rel)
+            return bool(found)
+
+        records, old, unmapped = reroot(list(data[key]), ddir, is_known)
+        bad = unmapped[:1]
+        if old is not None and not bad:
+            if os.path.basename(old) != folder_name:
+                bad = [next(r for r in data[key] if not under(r.impath, ddir))]
+            else:  # the first record's image exists under ddir; check a sample of the others
+                bad = [r for r in records[:: max(1, len(records) // 20)] + records[-1:] if not os.path.isfile(r.impath)]
+        if bad:
+            bad = bad[0]
+            raise CacheMismatchError(
+                f'{cache} lists images that are not in {ddir} (e.g. "{bad.impath}"): it was written for another '
+                f"ImageNet folder or the images changed. Delete {cache}; the next run rebuilds it from "
+                f"{os.path.join(ddir, 'images')}."
+            )
+        lists[key] = records
+        if old is not None and not same_folder(old, ddir):
+            old_dirs.add(old)
+    if old_dirs:
+        print(f"Note: {cache} lists images under {', '.join(sorted(old_dirs))}; the data folder has moved to "
+              f"{ddir}, so its paths were mapped onto the current folder")
+        try:
+            dump_records({"train": lists["train"], "test": lists["test"]}, cache)
+            print(f"Rewrote {cache} with the current paths")
+        except OSError as exc:
+            print(f"Warning: cannot rewrite {cache} ({exc}); its paths are mapped again next time")
+    return lists["train"], None, lists["test"]
 
 
 def _read_imagenetv2(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datum], None, list[Datum]]:

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from typing import Sequence
 
 from .records import Datum, dump_records, load_records
+from .reroot import CacheMismatchError, relative_part, reroot, same_folder, under
 
 
 def make_rng(seed: int) -> random.Random:
@@ -82,7 +83,23 @@ def fewshot_with_cache(
         for key in keys:
             if not isinstance(data, dict) or key not in data:
                 raise KeyError(f'Few-shot cache {path} has no "{key}" list; delete it to resample')
-        return data["train"], None if val is None else data["val"]
+        full = {"train": train, "val": val}
+        dataset_dir = os.path.dirname(os.path.abspath(split_fewshot_dir))
+        checked = {key: _check_cached(data[key], full[key], key, dataset_dir, path) for key in keys}
+        moved = {old for _, old in checked.values() if old is not None}
+        if moved:
+            content = {key: records for key, (records, _) in checked.items()}
+            content.update({k: v for k, v in data.items() if k not in content})
+            print(f"Note: few-shot cache {path} lists images under {', '.join(sorted(moved))}; the data folder "
+                  f"has moved to {dataset_dir}, so its paths were mapped onto the current folder")
+            try:
+                dump_records(content, path)
+                print(f"Rewrote {path} with the current paths")
+            except (OSError, TypeError) as exc:
+                print(f"Warning: cannot rewrite {path} ({exc}); its paths are mapped again next time")
+        train = checked["train"][0]
+        _warn_capped(train, num_shots)
+        return train, None if val is None else checked["val"][0]
     rng = make_rng(seed)
     train = generate_fewshot(train, num_shots=num_shots, rng=rng)
     content = {"train": train}
@@ -95,7 +112,51 @@ def fewshot_with_cache(
             dump_records(content, path)
         except OSError as exc:
             print(f"Warning: cannot write {path} ({exc}); the same samples are drawn again next time")
+    _warn_capped(train, num_shots)
     return train, val
+
+
+def _check_cached(
+    cached: Sequence[Datum], full: Sequence[Datum], key: str, dataset_dir: str, path: str
+) -> tuple[list[Datum], str | None]:
+    """Check the cached `key` list against the current full list; map paths of a moved data folder.
+
+    Every cached record must be a record of the current list (same dataset-relative path, label and
+    class name), else the cache belongs to another split, dataset or folder and is refused. Returns the
+    records with current paths and the old folder (None when nothing was mapped).
+    """
+    known = {relative_part(d.impath, dataset_dir): (d.label, d.classname) for d in full
+             if under(d.impath, dataset_dir)}
+    records, old, _ = reroot(list(cached), dataset_dir, known.__contains__)
+    wrong = [item for item in records if not under(item.impath, dataset_dir)
+             or known.get(relative_part(item.impath, dataset_dir)) != (item.label, item.classname)]
+    if wrong:
+        first = wrong[0]
+        raise CacheMismatchError(
+            f'Few-shot cache {path} does not match the dataset in {dataset_dir}: {len(wrong)} of {len(cached)} '
+            f'"{key}" records are not images of its current "{key}" list with the same label and class '
+            f'(e.g. "{first.impath}", label {first.label}, "{first.classname}"). The cache was written for '
+            f"another split file, dataset or data folder. Delete {path}; the next run samples a new one "
+            f"(the same images for the same seed and split)."
+        )
+    if old is not None and same_folder(old, dataset_dir):  # the same folder reached through another path
+        old = None
+    return records, old
+
+
+def _warn_capped(train: Sequence[Datum], num_shots: int) -> None:
+    """Print one warning naming the classes that have fewer than `num_shots` training images."""
+    counts: "OrderedDict[tuple[int, str], int]" = OrderedDict()
+    for item in sorted(train, key=lambda d: d.label):
+        counts[(item.label, item.classname)] = counts.get((item.label, item.classname), 0) + 1
+    short = [(name, n) for (_, name), n in counts.items() if n < num_shots]
+    if not short:
+        return
+    shown = ", ".join(f"{name} ({n})" for name, n in short[:10])
+    more = f", ... and {len(short) - 10} more" if len(short) > 10 else ""
+    print(f"Warning: DATASET.NUM_SHOTS is {num_shots} but {len(short)} of {len(counts)} classes have fewer "
+          f"training images, so they use all they have: {shown}{more}. Shots are capped, not repeated; lower "
+          f"DATASET.NUM_SHOTS to run every class with the same number of shots.")
 
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
