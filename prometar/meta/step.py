@@ -129,6 +129,7 @@ class ProMetaRStep:
         self.names = [s.name for s in specs]
         self.sides = [s.side for s in specs]
         self.params = [named[n] for n in self.names]
+        self._warned_one_class = False
         if meta_reg and (modulator is None or optim_mod is None):
             raise ValueError("meta_reg=True needs a GradientModulator and its optimiser")
 
@@ -140,6 +141,13 @@ class ProMetaRStep:
         if torch.unique(labels).numel() >= 2:
             metrics.meta_loss = self._meta_step(images, labels, teacher_image)
             metrics.meta_ran = True
+        elif not self._warned_one_class:
+            self._warned_one_class = True
+            print(f"Warning: a training batch of {labels.numel()} image(s) holds a single class, so the meta step "
+                  f"is skipped for it (it needs >= 2 classes per batch: one query class, the rest support); only "
+                  f"the regularised step runs. If every batch is like this (one training class, or "
+                  f"DATALOADER.TRAIN_X.BATCH_SIZE 1) the run is not meta-regularised; the logged `meta` is the "
+                  f"fraction of batches where the meta step ran. (Shown once per run.)")
         return metrics
 
     def _plain_step(self, images: Tensor, labels: Tensor) -> StepMetrics:
