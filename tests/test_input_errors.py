@@ -156,14 +156,14 @@ def test_moved_data_folder_reads_the_current_images(engine, keep_old, tmp_path, 
     for records in (ds.train_x, ds.val):
         assert all(d.impath.startswith(new_dir + os.sep) for d in records)  # never the old folder
     assert _rel(ds.train_x, new_dir) == _rel(before.train, str(old_root / "eurosat"))  # the same sample
-    assert "has moved" in out and str(_cache(new_root)) in out
+    assert "was moved or copied to" in out and str(_cache(new_root)) in out
     # The cache now holds the new paths and still loads as Dassl's own Datum records (when Dassl is there).
     with open(_cache(new_root), "rb") as f:
         content = pickle.load(f) if HAS_DASSL else load_records(str(_cache(new_root)))
     assert all(d.impath.startswith(new_dir + os.sep) for d in content["train"] + content["val"])
     capsys.readouterr()
     build_lists("EuroSAT", str(new_root), num_shots=2, seed=1)
-    assert "has moved" not in capsys.readouterr().out  # mapped once
+    assert "was moved or copied to" not in capsys.readouterr().out  # mapped once
 
 
 @needs_dassl

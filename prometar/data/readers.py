@@ -376,8 +376,8 @@ def _reroot_preprocessed(data: dict, cache: str, ddir: str, folder_name: str) ->
         if old is not None and not same_folder(old, ddir):
             old_dirs.add(old)
     if old_dirs:
-        print(f"Note: {cache} lists images under {', '.join(sorted(old_dirs))}; the data folder has moved to "
-              f"{ddir}, so its paths were mapped onto the current folder")
+        print(f"Note: {cache} lists images under {', '.join(sorted(old_dirs))}; the data folder was moved or "
+              f"copied to {ddir}, so its paths were mapped onto the current folder")
         try:
             dump_records({"train": lists["train"], "test": lists["test"]}, cache)
             print(f"Rewrote {cache} with the current paths")

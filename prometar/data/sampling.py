@@ -91,7 +91,7 @@ def fewshot_with_cache(
             content = {key: records for key, (records, _) in checked.items()}
             content.update({k: v for k, v in data.items() if k not in content})
             print(f"Note: few-shot cache {path} lists images under {', '.join(sorted(moved))}; the data folder "
-                  f"has moved to {dataset_dir}, so its paths were mapped onto the current folder")
+                  f"was moved or copied to {dataset_dir}, so its paths were mapped onto the current folder")
             try:
                 dump_records(content, path)
                 print(f"Rewrote {path} with the current paths")
