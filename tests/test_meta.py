@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from prometar.clip_loader import build_clip
-from prometar.learners import build_learner
+from prometar.learners import LEARNERS, build_learner
 from prometar.meta import GradientModulator, MetaSampler, ProMetaRStep, meta_objective, split_gradients
 from prometar.model import PromptedCLIP
 
@@ -18,7 +18,7 @@ def make(learner="IVLP", dtype=torch.float32, dim_rate=8, seed=0, **kw):
     torch.manual_seed(seed)
     clip_model = build_clip("tiny", seed=seed).float()
     kw = {**dict(n_ctx_text=2, n_ctx_vision=2, depth_text=2, depth_vision=2, ctx_init="a photo"), **kw}
-    lrn = build_learner(learner, clip_model, **kw)
+    lrn = build_learner(learner, clip_model, **{k: v for k, v in kw.items() if k in LEARNERS[learner].options})
     model = PromptedCLIP(clip_model, lrn, NAMES, precision="fp32").to(dtype)
     specs = lrn.tensor_specs()
     named = dict(lrn.named_parameters())
