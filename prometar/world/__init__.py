@@ -20,7 +20,7 @@ CLI::
     python -m prometar.world pretrain --out prometar/assets/world_clip.pt [--steps N --seed S]
     python -m prometar.world zeroshot --root DATA [--weights PATH]
 """
-from .benchmark import CLASSNAMES, DATASET_DIR, DATASET_NAME, SPLIT_FILE, generate_world
+from .benchmark import CLASSNAMES, DATASET_DIR, SPLIT_FILE, generate_world
 from .cli import main
 from .corpus import make_caption
 from .pretraining import WORLD_SHAPE, pretrain
@@ -28,7 +28,7 @@ from .probe import zeroshot_accuracy
 from .scenes import COLOURS, IMAGE_SIZE, PATTERNS, SHAPES, render_scene, sample_scene
 
 __all__ = [
-    "SHAPES", "COLOURS", "PATTERNS", "CLASSNAMES", "WORLD_SHAPE", "DATASET_NAME", "DATASET_DIR", "SPLIT_FILE",
+    "SHAPES", "COLOURS", "PATTERNS", "CLASSNAMES", "WORLD_SHAPE", "DATASET_DIR", "SPLIT_FILE",
     "IMAGE_SIZE",
     "render_scene", "sample_scene", "generate_world", "make_caption", "pretrain", "zeroshot_accuracy", "main",
 ]

@@ -13,9 +13,8 @@ import numpy as np
 from ..io import atomic_write_text
 from .scenes import COLOUR_NAMES, IMAGE_SIZE, PATTERNS, SHAPES, render_scene, sample_scene
 
-__all__ = ["DATASET_NAME", "DATASET_DIR", "SPLIT_FILE", "CLASSNAMES", "generate_world"]
+__all__ = ["DATASET_DIR", "SPLIT_FILE", "CLASSNAMES", "generate_world"]
 
-DATASET_NAME = "PrometarWorld"
 DATASET_DIR = "prometar_world"
 SPLIT_FILE = "split_zhou_PrometarWorld.json"
 
