@@ -100,9 +100,11 @@ def _build(spec: Dict, device: torch.device):
     depth_t = min(OFFICIAL["depth_text"], len(clip_model.transformer.resblocks))
     depth_v = min(OFFICIAL["depth_vision"], len(clip_model.visual.transformer.resblocks))
     torch.manual_seed(seed)  # learner init
-    learner = build_learner(spec["learner"], clip_model, n_ctx_text=OFFICIAL["n_ctx_text"],
-                            n_ctx_vision=OFFICIAL["n_ctx_vision"], depth_text=depth_t, depth_vision=depth_v,
-                            ctx_init=OFFICIAL["ctx_init"]).to(device)
+    options = dict(n_ctx_text=OFFICIAL["n_ctx_text"], n_ctx_vision=OFFICIAL["n_ctx_vision"], depth_text=depth_t,
+                   depth_vision=depth_v, ctx_init=OFFICIAL["ctx_init"])
+    takes = LEARNERS[spec["learner"]].options  # the official settings of the options this learner has
+    learner = build_learner(spec["learner"], clip_model,
+                            **{k: v for k, v in options.items() if k in takes}).to(device)
     templates = IMAGENET_TEMPLATES[:spec["templates"]]
     model = PromptedCLIP(clip_model, learner, _common.class_names(spec["n_cls"], seed=seed), precision=spec["prec"],
                          amp_dtype=spec["amp_dtype"], teacher_templates=templates).train()

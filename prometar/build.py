@@ -1,36 +1,26 @@
-"""Config -> model, modulator, optimisers, schedulers and the training step (shared by both engines)."""
+"""Config -> model, modulator, optimisers, schedulers and the training step (shared by both engines).
+
+This module is the engines' `prometar.engine.parts.PartsBuilder`: it imports the engine's building blocks
+(optimisers, schedulers, checkpoint files, `TrainerParts`), and the engine reaches it only through that interface,
+so imports run one way (build -> engine).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 import torch
-from torch import nn
 
 from .clip_loader import load_clip
 from .engine.checkpoint import load_checkpoint
 from .engine.lr import build_lr_scheduler
 from .engine.optim import build_optimizer
-from .learners import build_learner, official_to_ivlp_state_dict
+from .engine.parts import MODEL_NAME, MODULATOR_NAME, TrainerParts, pick_device
+from .learners import LEARNERS, build_learner, official_to_ivlp_state_dict
 from .meta import GradientModulator, MetaSampler, ProMetaRStep
 from .model import PromptedCLIP
 
 __all__ = ["TrainerParts", "build_trainer_parts", "build_prompted_clip", "pick_device", "load_learner_state",
            "MODEL_NAME", "MODULATOR_NAME"]
-
-#: Checkpoint folder names (the official scripts expect `VLPromptLearner`).
-MODEL_NAME = "VLPromptLearner"
-MODULATOR_NAME = "GradientModulator"
-
-
-def pick_device(use_cuda: bool = True) -> torch.device:
-    """CUDA if available (and allowed), else Apple MPS if available, else CPU."""
-    if use_cuda and torch.cuda.is_available():
-        return torch.device("cuda")
-    if use_cuda and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
 
 def build_prompted_clip(cfg: Any, classnames: Sequence[str], device: torch.device, verbose: bool = True) -> PromptedCLIP:
     """Load CLIP (MODEL.BACKBONE.NAME), build the learner (TRAINER.PROMETAR.*) and the prompted model."""
@@ -45,34 +35,12 @@ def build_prompted_clip(cfg: Any, classnames: Sequence[str], device: torch.devic
     if size[0] != res or size[-1] != res:
         raise ValueError(f"INPUT.SIZE {size} must equal the CLIP input resolution ({res}, {res}) of "
                          f"{cfg.MODEL.BACKBONE.NAME}")
-    learner = build_learner(p.LEARNER, clip_model, n_ctx_text=p.N_CTX_TEXT, n_ctx_vision=p.N_CTX_VISION,
-                            depth_text=p.PROMPT_DEPTH_TEXT, depth_vision=p.PROMPT_DEPTH_VISION, ctx_init=p.CTX_INIT)
+    learner = build_learner(p.LEARNER, clip_model, **LEARNERS[p.LEARNER].options_from(p))
     clip_model = clip_model.to(device)
     learner = learner.to(device)
     if verbose:
         print(f"Building prompted CLIP: {learner.describe()}")
     return PromptedCLIP(clip_model, learner, classnames, precision=p.PREC, amp_dtype=p.AMP_DTYPE)
-
-
-@dataclass
-class TrainerParts:
-    """Everything a trainer steps and checkpoints."""
-
-    model: PromptedCLIP
-    optim: torch.optim.Optimizer
-    sched: Any
-    step: ProMetaRStep
-    modulator: Optional[GradientModulator] = None
-    optim_mod: Optional[torch.optim.Optimizer] = None
-    sched_mod: Any = None
-    step_mod_sched: bool = False
-
-    def update_lr(self) -> None:
-        """Once per epoch, after the last batch: the prompts' scheduler, and the modulator's when
-        TRAINER.PROMETAR.STEP_VNET_SCHED (the official code never steps it)."""
-        self.sched.step()
-        if self.sched_mod is not None and self.step_mod_sched:
-            self.sched_mod.step()
 
 
 def build_trainer_parts(cfg: Any, classnames: Sequence[str], device: torch.device, verbose: bool = True) -> TrainerParts:

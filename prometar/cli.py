@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
+from .launch import train_main, train_parser
+
 __all__ = ["main", "train_main", "train_parser"]
 
 USAGE = """usage: prometar COMMAND [ARGS]
@@ -15,43 +17,6 @@ commands:
   report   paper-style base/new/HM table, CSV and chart from an output folder
   world    generate the bundled benchmark / pretrain its CLIP / zero-shot accuracy
 """
-
-
-def train_parser():
-    from .config import build_arg_parser
-
-    parser = build_arg_parser()
-    # Added flags must come before the trailing KEY VALUE opts.
-    parser.add_argument("--engine", choices=["auto", "dassl", "builtin"], default="auto",
-                        help="auto: Dassl when importable, else the built-in engine")
-    parser.add_argument("--device", default="", help="cpu, cuda, cuda:1, mps (default: CUDA, then MPS, then CPU)")
-    return parser
-
-
-def train_main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of `train.py` / `prometar train`."""
-    args = train_parser().parse_args(argv)
-    if args.engine == "builtin":
-        from .engine.runner import main as builtin_main
-
-        return builtin_main(args, engine_note="Dassl not used (--engine builtin)")
-    from .dassl import dassl_available
-
-    use_dassl = args.engine == "dassl" or (args.engine == "auto" and dassl_available())
-    if args.engine == "dassl" and not dassl_available():
-        from .dassl import dassl_import_error
-
-        print(f"error: --engine dassl but Dassl is not importable ({dassl_import_error()}). It is not on PyPI: "
-              f"clone KaiyangZhou/Dassl.pytorch, then `pip install --no-deps --no-build-isolation -e <clone>` and "
-              f"its requirements (see README, 'Running on Dassl')", file=sys.stderr)
-        return 2
-    if use_dassl:
-        from .dassl.runner import main as dassl_main
-
-        return dassl_main(args)
-    from .engine.runner import main as builtin_main
-
-    return builtin_main(args, engine_note="Dassl is not installed")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

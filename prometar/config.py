@@ -27,7 +27,6 @@ __all__ = [
     "ConfigFileError",
     "PROMETAR_DEFAULTS",
     "IVLP_DEFAULTS",
-    "LEARNERS",
     "get_cfg_default",
     "get_optim_default",
     "extend_cfg",
@@ -39,8 +38,16 @@ __all__ = [
     "build_arg_parser",
 ]
 
-#: Prompt learners this project implements (``TRAINER.PROMETAR.LEARNER``).
-LEARNERS = ("IVLP", "CoOp", "VPT", "MaPLe")
+
+def __getattr__(name: str) -> Any:
+    """``LEARNERS``: the allowed values of TRAINER.PROMETAR.LEARNER, the names of the learner registry
+    ``prometar.learners.LEARNERS`` (read on use: importing the config must not import torch)."""
+    if name == "LEARNERS":
+        from .learners import LEARNERS
+
+        return tuple(LEARNERS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: ``TRAINER.PROMETAR`` keys: the official ones (train.py of the ProMetaR repo) then this project's.
 PROMETAR_DEFAULTS: dict[str, Any] = {
@@ -60,7 +67,7 @@ PROMETAR_DEFAULTS: dict[str, Any] = {
     "TEXT_LOSS_WEIGHT": 50.0,
     "IMAGE_LOSS_WEIGHT": 20.0,
     "STEP_VNET_SCHED": False,  # True: step the modulator's scheduler every epoch; False: official
-    "LEARNER": "IVLP",  # IVLP, CoOp, VPT, MaPLe
+    "LEARNER": "IVLP",  # a name of the learner registry, prometar.learners.LEARNERS
     "META_REG": True,  # False: plain cross-entropy training of the learner (baseline)
     "AMP_DTYPE": "bf16",  # autocast dtype when PREC == "amp": bf16 or fp16
 }

@@ -39,7 +39,7 @@ def config_path(*parts: str) -> str:
 
 def _run(argv: List[str], folder: Path, what: str, verbose: bool) -> None:
     """One train.py run; its full output goes to `folder/log.txt` (and the console with --verbose)."""
-    from .cli import train_main
+    from .launch import train_main
     from .report import read_run
 
     print(f"{what} ...", end="" if not verbose else "\n", flush=True)

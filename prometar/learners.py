@@ -1,6 +1,7 @@
 """Prompt learners: the trainable tensors and how they become per-layer prompts (`PromptSet`).
 
-One registry, `LEARNERS`, selected by `TRAINER.PROMETAR.LEARNER`:
+One registry, `LEARNERS` (a `prometar.registry.Registry`), selected by `TRAINER.PROMETAR.LEARNER`; each entry
+holds the learner class and its options (keyword -> config key under TRAINER.PROMETAR):
 
 | name | text side | vision side |
 | --- | --- | --- |
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
 
 from .prompting import PromptSet
+from .registry import Registry
 
 __all__ = ["TensorSpec", "PromptLearner", "IVLPLearner", "CoOpLearner", "VPTLearner", "MaPLeLearner",
            "LEARNERS", "build_learner", "text_context_init", "official_to_ivlp_state_dict"]
@@ -35,6 +37,13 @@ class TensorSpec:
     name: str   # key in `learner.named_parameters()`
     side: str   # "text" or "vision": which regulariser's gradient modulates it
     block: int  # the modulator gates blocks of this many consecutive elements (numel for prompt tokens)
+
+
+#: Prompt learners by name (`TRAINER.PROMETAR.LEARNER`): class, options (keyword -> TRAINER.PROMETAR key), help.
+LEARNERS = Registry("learner", "TRAINER.PROMETAR.LEARNER")
+_TEXT = {"n_ctx_text": "N_CTX_TEXT", "depth_text": "PROMPT_DEPTH_TEXT"}
+_VISION = {"n_ctx_vision": "N_CTX_VISION", "depth_vision": "PROMPT_DEPTH_VISION"}
+_INIT = {"ctx_init": "CTX_INIT"}
 
 
 def text_context_init(clip_model: nn.Module, n_ctx: int, ctx_init: str, generator: Optional[torch.Generator] = None):
@@ -91,6 +100,8 @@ def _prompt_specs(params: nn.ParameterList, prefix: str, side: str) -> List[Tens
     return [TensorSpec(f"{prefix}.{i}", side, p.numel()) for i, p in enumerate(params)]
 
 
+@LEARNERS.register("IVLP", options={**_TEXT, **_VISION, **_INIT},
+                   help="independent deep text and vision prompts (the official ProMetaR learner)")
 class IVLPLearner(PromptLearner):
     """Independent deep vision and language prompts (the learner of the official ProMetaR)."""
 
@@ -112,10 +123,12 @@ class IVLPLearner(PromptLearner):
         return _prompt_specs(self.text, "text", "text") + _prompt_specs(self.vision, "vision", "vision")
 
 
+@LEARNERS.register("CoOp", options={"n_ctx_text": "N_CTX_TEXT", **_INIT},
+                   help="a learnable text context at layer 0 only")
 class CoOpLearner(PromptLearner):
     """CoOp: a shared learnable context at layer 0 of the text encoder only (class token at the end)."""
 
-    def __init__(self, clip_model: nn.Module, n_ctx_text: int = 4, ctx_init: str = "a photo of a", **_: int):
+    def __init__(self, clip_model: nn.Module, n_ctx_text: int = 4, ctx_init: str = "a photo of a"):
         super().__init__()
         self._init_text_prompts(clip_model, n_ctx_text, 1, ctx_init)
 
@@ -126,11 +139,12 @@ class CoOpLearner(PromptLearner):
         return _prompt_specs(self.text, "text", "text")
 
 
+@LEARNERS.register("VPT", options={**_VISION, **_INIT}, help="deep vision prompts only (fixed text words)")
 class VPTLearner(PromptLearner):
     """VPT-deep: vision prompts only; the text side is CLIP with the fixed words of CTX_INIT."""
 
     def __init__(self, clip_model: nn.Module, n_ctx_vision: int = 4, depth_vision: int = 9,
-                 ctx_init: str = "a photo of a", **_: int):
+                 ctx_init: str = "a photo of a"):
         super().__init__()
         if depth_vision < 1 or n_ctx_vision < 1:
             raise ValueError(f"VPT needs PROMPT_DEPTH_VISION >= 1 and N_CTX_VISION >= 1, got {depth_vision}, {n_ctx_vision}")
@@ -147,6 +161,8 @@ class VPTLearner(PromptLearner):
         return _prompt_specs(self.vision, "vision", "vision")
 
 
+@LEARNERS.register("MaPLe", options={**_TEXT, **_INIT},
+                   help="deep text prompts; vision prompts are linear projections of them")
 class MaPLeLearner(PromptLearner):
     """MaPLe: text prompts at layers 0..J-1; vision prompts are linear projections of them (coupled).
 
@@ -156,7 +172,7 @@ class MaPLeLearner(PromptLearner):
     """
 
     def __init__(self, clip_model: nn.Module, n_ctx_text: int = 2, depth_text: int = 9,
-                 ctx_init: str = "a photo of a", **_: int):
+                 ctx_init: str = "a photo of a"):
         super().__init__()
         if depth_text < 1:
             raise ValueError(f"MaPLe needs PROMPT_DEPTH_TEXT >= 1, got {depth_text}")
@@ -189,23 +205,12 @@ def _check_depth(clip_model: nn.Module, depth_text: int, depth_vision: int) -> N
         raise ValueError(f"PROMPT_DEPTH_VISION={depth_vision} exceeds the {n_vision} blocks of the vision transformer")
 
 
-LEARNERS: Dict[str, Callable[..., PromptLearner]] = {
-    "IVLP": IVLPLearner,
-    "CoOp": CoOpLearner,
-    "VPT": VPTLearner,
-    "MaPLe": MaPLeLearner,
-}
-
-
-def build_learner(name: str, clip_model: nn.Module, **kwargs) -> PromptLearner:
-    """Build a learner by registry name (`LEARNERS`); kwargs a learner does not use are ignored."""
-    if name not in LEARNERS:
-        raise KeyError(f"unknown learner {name!r} (TRAINER.PROMETAR.LEARNER); choose one of {sorted(LEARNERS)}")
-    cls = LEARNERS[name]
-    import inspect
-
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(clip_model, **{k: v for k, v in kwargs.items() if k in accepted})
+def build_learner(name: str, clip_model: nn.Module, **options) -> PromptLearner:
+    """Build a learner by registry name (`LEARNERS`). An unknown name raises KeyError and an option the learner
+    does not take raises TypeError, each naming the valid choices."""
+    entry = LEARNERS[name]
+    entry.check_options(options, "learner")
+    return entry.target(clip_model, **options)
 
 
 def official_to_ivlp_state_dict(state: Dict[str, Tensor]) -> Dict[str, Tensor]:

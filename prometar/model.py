@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -169,9 +169,6 @@ class PromptedCLIP(nn.Module):
         super().train(mode)
         self.clip.eval()  # CLIP has no dropout/batch-norm, but keep it in eval mode regardless
         return self
-
-    def trainable_parameters(self) -> Iterable[nn.Parameter]:
-        return self.prompt_learner.parameters()
 
 
 def _compute_dtype(x: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from prometar.config import (
     merge_file,
     merge_opts,
 )
+from prometar.learners import LEARNERS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINER_DIR = os.path.join(REPO, "configs", "trainers", "ProMetaR")
@@ -220,7 +221,7 @@ def test_every_trainer_yaml_merges():
     assert len(files) == 11  # 8 ViT-B/16 configs (4 learners, plain and + ProMetaR) + 3 for the bundled world
     for f in files:
         cfg = load_cfg(os.path.join(REPO, "configs", "datasets", "dtd.yaml"), f)
-        assert cfg.TRAINER.PROMETAR.LEARNER in ("IVLP", "CoOp", "VPT", "MaPLe"), f
+        assert cfg.TRAINER.PROMETAR.LEARNER in LEARNERS, f
 
 
 def test_main_yaml_official_values_and_explicit_keys():

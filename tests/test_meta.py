@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from prometar.clip_loader import build_clip
-from prometar.learners import build_learner
-from prometar.meta import GradientModulator, MetaSampler, ProMetaRStep, meta_objective, split_gradients
+from prometar.learners import LEARNERS, build_learner
+from prometar.meta import (Batch, GradientModulator, MetaSampler, MetaSettings, MetaTask, ProMetaRStep,
+                           batch_losses, meta_objective, split_gradients)
 from prometar.model import PromptedCLIP
 
 NAMES = ["cat", "dog", "red car", "tree"]
@@ -18,7 +19,7 @@ def make(learner="IVLP", dtype=torch.float32, dim_rate=8, seed=0, **kw):
     torch.manual_seed(seed)
     clip_model = build_clip("tiny", seed=seed).float()
     kw = {**dict(n_ctx_text=2, n_ctx_vision=2, depth_text=2, depth_vision=2, ctx_init="a photo"), **kw}
-    lrn = build_learner(learner, clip_model, **kw)
+    lrn = build_learner(learner, clip_model, **{k: v for k, v in kw.items() if k in LEARNERS[learner].options})
     model = PromptedCLIP(clip_model, lrn, NAMES, precision="fp32").to(dtype)
     specs = lrn.tensor_specs()
     named = dict(lrn.named_parameters())
@@ -58,8 +59,8 @@ def test_regulariser_gradients_come_from_each_tensors_own_side():
     names, sides, params = tensors(model)
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 2])
     teacher = model.teacher_image_features(images)
-    from prometar.meta import batch_losses
-    ce, rt, ri = batch_losses(model, None, images, labels, teacher, 50.0, 20.0)
+    ce, rt, ri = batch_losses(model, None, Batch(images, labels, teacher), MetaSettings(text_weight=50.0,
+                                                                                         image_weight=20.0))
     grads, reg = split_gradients(ce, rt, ri, params, sides, create_graph=False)
     for p, side, g_r in zip(params, sides, reg):
         term = rt if side == "text" else ri
@@ -81,9 +82,11 @@ def _meta_setup(first_order, learner="IVLP", **kw):
     partners = torch.tensor([2, 0])
     names, sides, params = tensors(model)
 
+    settings = MetaSettings(adapt_lr=0.5, first_order=first_order, text_weight=50.0, image_weight=20.0)
+
     def loss():
-        return meta_objective(model, mod, names, sides, params, images, labels, teacher, query, lam, partners,
-                              adapt_lr=0.5, first_order=first_order, text_weight=50.0, image_weight=20.0)
+        return meta_objective(model, mod, dict(zip(names, params)), batch=Batch(images, labels, teacher),
+                              task=MetaTask(query, lam, partners), settings=settings)
     return model, mod, params, loss
 
 
@@ -143,8 +146,8 @@ def test_first_order_equals_the_stop_gradient_version():
     teacher = model2.teacher_image_features(images)
     query = labels == 1
     lam, partners = torch.tensor([0.3, 0.8], dtype=torch.float64), torch.tensor([2, 0])
-    from prometar.meta import batch_losses
-    ce, rt, ri = batch_losses(model2, None, images[~query], labels[~query], teacher[~query], 50.0, 20.0)
+    settings = MetaSettings(adapt_lr=0.5, first_order=True, text_weight=50.0, image_weight=20.0)
+    ce, rt, ri = batch_losses(model2, None, Batch(images[~query], labels[~query], teacher[~query]), settings)
     g, r = split_gradients(ce, rt, ri, params2, sides, create_graph=False)
     with torch.no_grad():
         mg, _ = mod2(g, r)
@@ -156,8 +159,9 @@ def test_first_order_equals_the_stop_gradient_version():
     loss = (lam * F.cross_entropy(logits, labels[query], reduction="none")
             + (1 - lam) * F.cross_entropy(logits, labels[~query][partners], reduction="none")).mean()
     expected = torch.autograd.grad(loss, adapted)
-    fo2 = torch.autograd.grad(meta_objective(model2, mod2, names, sides, params2, images, labels, teacher, query,
-                                             lam, partners, 0.5, True, 50.0, 20.0), params2)
+    fo2 = torch.autograd.grad(meta_objective(model2, mod2, dict(zip(names, params2)),
+                                             batch=Batch(images, labels, teacher), task=MetaTask(query, lam, partners),
+                                             settings=settings), params2)
     for a, b in zip(fo2, expected):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
     assert not all(torch.allclose(a, b) for a, b in zip(fo[:len(params)], so[:len(params)]))

@@ -13,7 +13,7 @@ with warnings.catch_warnings():
     from prometar import world
     from prometar.clip_loader import CLIP_SHAPES, load_clip, resolve_clip_path
 
-ASSET = Path(world.__file__).parent / "assets" / "world_clip.pt"
+ASSET = Path(world.__file__).parent.parent / "assets" / "world_clip.pt"
 
 
 def _digest(folder: Path) -> dict:

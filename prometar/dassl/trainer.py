@@ -21,7 +21,7 @@ from __future__ import annotations
 import os.path as osp
 from typing import Any, List, Optional, Tuple
 
-from ..config import LEARNERS, PROMETAR_DEFAULTS, ConfigKeyError
+from ..config import PROMETAR_DEFAULTS, ConfigKeyError
 
 __all__ = ["get_trainer_class", "register_trainer", "TRAINER_NAME"]
 
@@ -42,6 +42,8 @@ def _check_cfg(cfg: Any) -> None:
                        f"of train.py's extend_cfg (it adds only the keys that are absent)")
     if p.PREC not in ("fp16", "fp32", "amp"):
         raise ValueError(f"TRAINER.PROMETAR.PREC must be fp16, fp32 or amp; got {p.PREC!r}")
+    from ..learners import LEARNERS  # the learner registry (imports torch, as building the trainer does anyway)
+
     if p.LEARNER not in LEARNERS:
         raise ValueError(f"TRAINER.PROMETAR.LEARNER must be one of {', '.join(LEARNERS)}; got {p.LEARNER!r}")
 

@@ -3,6 +3,8 @@
 Optimisers (:mod:`.optim`), per-epoch LR schedules with Dassl's warm-up (:mod:`.lr`), the stdout
 tee (:mod:`.logging`), meters and the progress line (:mod:`.meters`), the classification
 evaluator (:mod:`.evaluator`) and checkpoint files (:mod:`.checkpoint`).  Nothing imports Dassl.
+The built-in loop (:mod:`.trainer`, :mod:`.runner`) gets its model, optimisers and step from `prometar.build`
+only through the interface in :mod:`.parts`, so `build` imports the engine and never the other way round.
 """
 from .checkpoint import (
     checkpoint_path,

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..build import pick_device
+from .parts import PartsBuilder, pick_device
 from ..config import dump_cfg, load_cfg
 from .logging import setup_logger
 from .trainer import Trainer, TrainingDiverged
@@ -44,8 +44,9 @@ def _system_info(device: torch.device) -> str:
     return "\n".join(lines)
 
 
-def main(args: Any, engine_note: str = "Dassl is not installed") -> int:
-    """Run training / evaluation on the built-in engine; returns a process exit code."""
+def main(args: Any, engine_note: str = "Dassl is not installed", *, builder: PartsBuilder) -> int:
+    """Run training / evaluation on the built-in engine with the parts `builder` makes (`prometar.build`);
+    returns a process exit code."""
     cfg = load_cfg(args.dataset_config_file, args.config_file, args.opts, args=args)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
@@ -60,7 +61,7 @@ def main(args: Any, engine_note: str = "Dassl is not installed") -> int:
         print("Collecting env info ...")
         print("** System info **\n" + _system_info(device) + "\n")
         print(f"Loading trainer: {cfg.TRAINER.NAME or 'ProMetaR'}")
-        trainer = Trainer(cfg, device)
+        trainer = Trainer(cfg, device, builder=builder)
         if args.eval_only:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
             trainer.test()

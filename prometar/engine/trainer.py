@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..build import MODEL_NAME, MODULATOR_NAME, build_trainer_parts, load_learner_state, pick_device
+from .parts import MODEL_NAME, MODULATOR_NAME, PartsBuilder, pick_device
 from .checkpoint import checkpoint_path, find_resume_file, load_checkpoint, make_checkpoint, save_checkpoint
 from .evaluator import build_evaluator
 from .meters import AverageMeter, MetricMeter, format_duration, format_progress, should_print
@@ -52,16 +52,17 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 class Trainer:
     """Builds data, model and evaluator from a frozen config and runs Dassl's TrainerX lifecycle."""
 
-    def __init__(self, cfg: Any, device: Optional[torch.device] = None):
+    def __init__(self, cfg: Any, device: Optional[torch.device] = None, *, builder: PartsBuilder):
         from ..data import build_data
 
         self.cfg = cfg
+        self.builder = builder
         self.device = device or pick_device(cfg.USE_CUDA)
         self.output_dir = cfg.OUTPUT_DIR
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.start_epoch = self.epoch = 0
         self.dm = build_data(cfg)
-        self.parts = build_trainer_parts(cfg, self.dm.dataset.classnames, self.device)
+        self.parts = builder.build_trainer_parts(cfg, self.dm.dataset.classnames, self.device)
         self.model = self.parts.model
         self.evaluator = build_evaluator(cfg, lab2cname=self.dm.lab2cname)
         self.best_result = -math.inf
@@ -109,7 +110,7 @@ class Trainer:
             raise ValueError(f"cannot resume from {files[MODEL_NAME]}: it was trained on {len(saved)} classes "
                              f"({saved[:3]}...) but this run has {self.model.n_cls} ({self.model.classnames[:3]}...)")
         print(f'Loading checkpoint from "{files[MODEL_NAME]}"')
-        load_learner_state(self.model, main, strict=True)
+        self.builder.load_learner_state(self.model, main, strict=True)
         print("Loaded model weights")
         self.parts.optim.load_state_dict(main["optimizer"])
         print("Loaded optimizer")
@@ -139,7 +140,7 @@ class Trainer:
         path = checkpoint_path(directory, MODEL_NAME, epoch)
         if not os.path.isfile(path):
             raise FileNotFoundError(f'Model not found at "{path}"')
-        checkpoint = load_learner_state(self.model, path, strict=True)
+        checkpoint = self.builder.load_learner_state(self.model, path, strict=True)
         print(f'Loading weights to {MODEL_NAME} from "{path}" (epoch = {checkpoint.get("epoch", epoch)})')
         mod_path = checkpoint_path(directory, MODULATOR_NAME, epoch)
         if self.parts.modulator is not None and os.path.isfile(mod_path):

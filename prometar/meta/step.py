@@ -11,9 +11,8 @@ Iteration on a batch (x, y):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +23,42 @@ from .modulator import GradientModulator
 from .regularizer import feature_consistency
 from .sampler import MetaSampler
 
-__all__ = ["ProMetaRStep", "batch_losses", "split_gradients", "meta_objective", "StepMetrics"]
+__all__ = ["ProMetaRStep", "MetaSettings", "Batch", "MetaTask", "batch_losses", "split_gradients", "meta_objective",
+           "StepMetrics"]
+
+
+@dataclass(frozen=True)
+class MetaSettings:
+    """Hyper-parameters of one iteration (TRAINER.PROMETAR: ADAPT_LR, LR_RATIO, FAST_ADAPTATION,
+    TEXT_LOSS_WEIGHT, IMAGE_LOSS_WEIGHT)."""
+
+    adapt_lr: float = 5e-4      # inner (support) step size
+    lr_ratio: float = 5e-4      # scale of the query loss before its backward pass
+    first_order: bool = False   # detach the inner gradient (no second derivatives)
+    text_weight: float = 50.0   # weight of the text-feature regulariser
+    image_weight: float = 20.0  # weight of the image-feature regulariser
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Images, labels and the teacher's (zero-shot, L2-normalised) image features of the same samples."""
+
+    images: Tensor
+    labels: Tensor
+    teacher_image: Tensor
+
+    def subset(self, mask: Tensor) -> "Batch":
+        return Batch(self.images[mask], self.labels[mask], self.teacher_image[mask])
+
+
+@dataclass(frozen=True)
+class MetaTask:
+    """A sampled meta task: `query` is the bool mask of the query samples (the rest is the support); `lam` and
+    `partners` are the mixup weight and the support partner index of every query sample."""
+
+    query: Tensor
+    lam: Tensor
+    partners: Tensor
 
 
 @dataclass
@@ -41,15 +75,16 @@ class StepMetrics:
                 "meta_loss": self.meta_loss, "gate": self.gate, "meta": float(self.meta_ran)}
 
 
-def batch_losses(model: PromptedCLIP, params: Optional[Dict[str, Tensor]], images: Tensor, labels: Tensor,
-                 teacher_image: Tensor, text_weight: float, image_weight: float,
-                 double_diff: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
-    """(CE, text regulariser, image regulariser) of the prompted model on a batch."""
-    prompts = model.prompts(params)
+def batch_losses(model: PromptedCLIP, params: Optional[Mapping[str, Tensor]], batch: Batch, settings: MetaSettings,
+                 *, double_diff: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+    """(CE, text regulariser, image regulariser) of the prompted model on a batch, at the learner's parameters or
+    at explicit ones (`params`, by tensor name)."""
+    prompts = model.prompts(None if params is None else dict(params))
     text = model.text_features(prompts, double_diff)
-    image = model.image_features(images, prompts, double_diff)
-    ce = F.cross_entropy(model.logits(image, text), labels)
-    reg_text, reg_image = feature_consistency(text, model.teacher_text, image, teacher_image, text_weight, image_weight)
+    image = model.image_features(batch.images, prompts, double_diff)
+    ce = F.cross_entropy(model.logits(image, text), batch.labels)
+    reg_text, reg_image = feature_consistency(text, model.teacher_text, image, batch.teacher_image,
+                                              settings.text_weight, settings.image_weight)
     return ce, reg_text, reg_image
 
 
@@ -62,7 +97,7 @@ def _grad(loss: Tensor, inputs: List[Tensor], create_graph: bool) -> List[Option
 
 
 def split_gradients(ce: Tensor, reg_text: Tensor, reg_image: Tensor, params: Sequence[Tensor], sides: Sequence[str],
-                    create_graph: bool) -> Tuple[List[Tensor], List[Optional[Tensor]]]:
+                    *, create_graph: bool) -> Tuple[List[Tensor], List[Optional[Tensor]]]:
     """Task gradient of every tensor and the regulariser gradient of its side (one gradient call each)."""
     params = list(params)
     grads = _grad(ce, params, create_graph)
@@ -76,34 +111,34 @@ def split_gradients(ce: Tensor, reg_text: Tensor, reg_image: Tensor, params: Seq
 
 
 @torch.enable_grad()  # the inner step needs gradients even when the objective is evaluated under no_grad
-def meta_objective(model: PromptedCLIP, modulator: GradientModulator, names: Sequence[str], sides: Sequence[str],
-                   params: Sequence[Tensor], images: Tensor, labels: Tensor, teacher_image: Tensor,
-                   query: Tensor, lam: Tensor, partners: Tensor, adapt_lr: float, first_order: bool,
-                   text_weight: float, image_weight: float) -> Tensor:
+def meta_objective(model: PromptedCLIP, modulator: GradientModulator, params: Mapping[str, Tensor], *,
+                   batch: Batch, task: MetaTask, settings: MetaSettings) -> Tensor:
     """Query loss after one modulated inner step on the support (a differentiable function of params and phi).
 
-    query: bool mask of the query samples (the rest is the support); lam, partners: mixup weight and support
-    partner index per query sample.
+    params: the learner's trainable tensors by name (every name of `model.prompt_learner.tensor_specs()`).
     """
+    specs = model.prompt_learner.tensor_specs()
+    names, sides = [s.name for s in specs], [s.side for s in specs]
+    theta = [params[n] for n in names]
+    query, lam, partners = task.query, task.lam, task.partners
     support = ~query
-    second_order = not first_order
-    params = list(params)
-    ce, reg_text, reg_image = batch_losses(model, dict(zip(names, params)), images[support], labels[support],
-                                           teacher_image[support], text_weight, image_weight, double_diff=second_order)
-    grads, reg = split_gradients(ce, reg_text, reg_image, params, sides, create_graph=second_order)
+    second_order = not settings.first_order
+    ce, reg_text, reg_image = batch_losses(model, dict(zip(names, theta)), batch.subset(support), settings,
+                                           double_diff=second_order)
+    grads, reg = split_gradients(ce, reg_text, reg_image, theta, sides, create_graph=second_order)
     modulated, _ = modulator(grads, reg)
-    adapted = {n: p - adapt_lr * g for n, p, g in zip(names, params, modulated)}
+    adapted = {n: p - settings.adapt_lr * g for n, p, g in zip(names, theta, modulated)}
     prompts = model.prompts(adapted)
     text = model.text_features(prompts)
     # Only the query images and the support images drawn as mix partners are needed at theta'.
-    support_images = images[support]
+    support_images = batch.images[support]
     used, which = torch.unique(partners, return_inverse=True)
     n_query = int(query.sum())
-    image = model.image_features(torch.cat([images[query], support_images[used]]), prompts)
+    image = model.image_features(torch.cat([batch.images[query], support_images[used]]), prompts)
     lam = lam.to(image.dtype)
     mixed = lam[:, None] * image[:n_query] + (1 - lam[:, None]) * image[n_query:][which]
     logits = model.logits(mixed, text)
-    y_query, y_partner = labels[query], labels[support][partners]
+    y_query, y_partner = batch.labels[query], batch.labels[support][partners]
     loss = lam * F.cross_entropy(logits, y_query, reduction="none") + \
         (1 - lam) * F.cross_entropy(logits, y_partner, reduction="none")
     return loss.mean()
@@ -122,8 +157,9 @@ class ProMetaRStep:
                  text_weight: float = 50.0, image_weight: float = 20.0, meta_reg: bool = True):
         self.model, self.modulator, self.optim, self.optim_mod = model, modulator, optim, optim_mod
         self.sampler = sampler or MetaSampler()
-        self.adapt_lr, self.lr_ratio, self.first_order = adapt_lr, lr_ratio, first_order
-        self.text_weight, self.image_weight, self.meta_reg = text_weight, image_weight, meta_reg
+        self.settings = MetaSettings(adapt_lr=adapt_lr, lr_ratio=lr_ratio, first_order=first_order,
+                                     text_weight=text_weight, image_weight=image_weight)
+        self.meta_reg = meta_reg
         specs = model.prompt_learner.tensor_specs()
         named = dict(model.prompt_learner.named_parameters())
         self.names = [s.name for s in specs]
@@ -161,8 +197,7 @@ class ProMetaRStep:
         return StepMetrics(ce=ce.item())
 
     def _regularised_step(self, images: Tensor, labels: Tensor, teacher_image: Tensor) -> StepMetrics:
-        ce, reg_text, reg_image = batch_losses(self.model, None, images, labels, teacher_image,
-                                               self.text_weight, self.image_weight)
+        ce, reg_text, reg_image = batch_losses(self.model, None, Batch(images, labels, teacher_image), self.settings)
         _check_finite(ce, "cross-entropy")
         grads, reg = split_gradients(ce, reg_text, reg_image, self.params, self.sides, create_graph=False)
         with torch.no_grad():
@@ -177,13 +212,13 @@ class ProMetaRStep:
     def _meta_step(self, images: Tensor, labels: Tensor, teacher_image: Tensor) -> float:
         query = labels == self.sampler.query_class(labels)
         lam, partners = self.sampler.mixup(int(query.sum()), int((~query).sum()), images.device)
-        loss = meta_objective(self.model, self.modulator, self.names, self.sides, self.params, images, labels,
-                              teacher_image, query, lam, partners, self.adapt_lr, self.first_order,
-                              self.text_weight, self.image_weight)
+        loss = meta_objective(self.model, self.modulator, dict(zip(self.names, self.params)),
+                              batch=Batch(images, labels, teacher_image), task=MetaTask(query, lam, partners),
+                              settings=self.settings)
         _check_finite(loss, "meta (query) loss")
         self.optim.zero_grad(set_to_none=True)
         self.optim_mod.zero_grad(set_to_none=True)
-        (loss * self.lr_ratio).backward()
+        (loss * self.settings.lr_ratio).backward()
         self.optim.step()
         self.optim_mod.step()
         return loss.item()

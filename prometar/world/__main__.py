@@ -1,0 +1,6 @@
+"""`python -m prometar.world ...`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
