@@ -82,7 +82,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -688,10 +687,9 @@ def _batch(seed: int, step: int, batch_size: int, size: int = IMAGE_SIZE):
 
 def _prepared_batch(seed: int, step: int, batch_size: int):
     """What a training step needs, as numpy: uint8 images, token ids and the false-negative mask."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import clip
+    from .clip_loader import openai_clip
 
+    clip = openai_clip()
     images, captions, triples = _batch(seed, step, batch_size)
     tokens = clip.tokenize(captions).numpy()
     attrs = [_caption_attrs(c) for c in captions]
@@ -930,10 +928,9 @@ def zeroshot_accuracy(clip_model, root: Union[str, os.PathLike], split: str = "t
     import torch
     from PIL import Image
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import clip
+    from .clip_loader import openai_clip
 
+    clip = openai_clip()
     folder = Path(root).expanduser() / DATASET_DIR
     with open(folder / SPLIT_FILE) as f:
         items = json.load(f)[split]
