@@ -92,20 +92,23 @@ def locate() -> Tuple[Optional[Path], List[str]]:
     return None, rejected
 
 
-_folder, _rejected = locate()
-if _folder is None:
-    _seen = "; found only: " + "; ".join(_rejected) if _rejected else ""
-    raise ImportError(f"OpenAI's CLIP package (`clip`, pip name `openai-clip`) is not installed{_seen}. "
-                      f"prometar builds its model with OpenAI's unmodified CLIP, never with a repository's own "
-                      f"`clip/` fork: {INSTALL_HINT}.", name=__name__)
+def resolve() -> Path:
+    """OpenAI's ``clip`` folder; ImportError saying it is not installed (and what was found instead) if absent."""
+    folder, rejected = locate()
+    if folder is None:
+        seen = "; found only: " + "; ".join(rejected) if rejected else ""
+        raise ImportError(f"OpenAI's CLIP package (`clip`, pip name `openai-clip`) is not installed{seen}. "
+                          f"prometar builds its model with OpenAI's unmodified CLIP, never with a repository's own "
+                          f"`clip/` fork: {INSTALL_HINT}.", name=__name__)
+    return folder
+
 
 #: The folder OpenAI's ``clip`` package is read from.
-OPENAI_CLIP_DIR: Path = _folder
-__path__ = [str(_folder)]  # submodules (clip, model, simple_tokenizer) are OpenAI's files
+OPENAI_CLIP_DIR: Path = resolve()
+__path__ = [str(OPENAI_CLIP_DIR)]  # submodules (clip, model, simple_tokenizer) are OpenAI's files
 
 with warnings.catch_warnings():  # openai-clip imports pkg_resources (deprecated in setuptools >= 67)
     warnings.simplefilter("ignore")
     from .clip import *  # noqa: E402,F401,F403  (available_models, load, tokenize, as `import clip` gives)
     from . import clip, model, simple_tokenizer  # noqa: E402,F401
 
-del _folder, _rejected
