@@ -56,7 +56,11 @@ def _from_distributions() -> List[Path]:
 
 def _host_folders() -> set:
     """Folders a host's own ``clip/`` shadows from: the current folder and the running script's folder."""
-    folders = {Path.cwd().resolve()}
+    folders = set()
+    try:
+        folders.add(Path.cwd().resolve())
+    except OSError:  # the current folder was removed
+        pass
     if sys.path and sys.path[0]:
         folders.add(Path(sys.path[0]).resolve())
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -76,7 +80,10 @@ def locate() -> Tuple[Optional[Path], List[str]]:
         rejected.append(f"{folder} (installed distribution, but not OpenAI's files)")
     skip = _host_folders()
     for entry in sys.path:
-        base = Path(entry or os.getcwd()).resolve()
+        try:
+            base = Path(entry or os.getcwd()).resolve()
+        except OSError:
+            continue
         folder = base / "clip"
         if folder in seen or not (folder / "__init__.py").is_file():
             continue
@@ -109,6 +116,12 @@ __path__ = [str(OPENAI_CLIP_DIR)]  # submodules (clip, model, simple_tokenizer) 
 
 with warnings.catch_warnings():  # openai-clip imports pkg_resources (deprecated in setuptools >= 67)
     warnings.simplefilter("ignore")
-    from .clip import *  # noqa: E402,F401,F403  (available_models, load, tokenize, as `import clip` gives)
-    from . import clip, model, simple_tokenizer  # noqa: E402,F401
+    try:
+        from .clip import *  # noqa: E402,F401,F403  (available_models, load, tokenize, as `import clip` gives)
+        from . import clip, model, simple_tokenizer  # noqa: E402,F401
+    except ImportError as _exc:
+        _hint = (" (openai-clip imports pkg_resources, which setuptools 81 removed: pip install 'setuptools<81')"
+                 if "pkg_resources" in str(_exc) else "")
+        raise ImportError(f"OpenAI's CLIP package at {OPENAI_CLIP_DIR} failed to import: {_exc}{_hint}",
+                          name=__name__) from _exc
 
