@@ -6,7 +6,8 @@ setup(
     version="0.1.0",
     description="ProMetaR (Prompt Learning via Meta-Regularization, CVPR 2024) for CLIP, with or without Dassl",
     python_requires=">=3.10",
-    # The repo's top-level configs/ ships inside the package as prometar.configs (no copy in the tree).
+    # The repo's top-level configs/ ships inside the wheel as prometar/configs/ (package data; no copy in the tree).
+    # Editable installs and source checkouts read it in place: prometar.shipped.configs_dir() finds either.
     packages=find_packages(include=["prometar", "prometar.*"]) + ["prometar.configs"],
     package_dir={"prometar.configs": "configs"},
     package_data={"prometar": ["assets/*"], "prometar.configs": ["datasets/*.yaml", "trainers/*/*.yaml"]},

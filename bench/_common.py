@@ -29,13 +29,11 @@ def ensure_repo_on_path() -> None:
 
 ensure_repo_on_path()
 
-import warnings  # noqa: E402
-
 import torch  # noqa: E402
 
-with warnings.catch_warnings():  # openai-clip imports pkg_resources
-    warnings.simplefilter("ignore")
-    import clip  # noqa: E402,F401
+from prometar.clip_loader import openai_clip  # noqa: E402
+
+clip = openai_clip()  # OpenAI's package (never a host repository's `clip/` fork)
 
 __all__ = ["REPO_ROOT", "class_names", "resolve_device", "sync", "time_call", "median", "flop_counter",
            "current_rss_mb", "peak_rss_mb", "cuda_peak_mb", "device_name", "format_table", "write_json",

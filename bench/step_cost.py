@@ -93,7 +93,7 @@ def _build(spec: Dict, device: torch.device):
     seed = spec["seed"]
     clip_model = build_clip(spec["shape"], seed=seed)
     if spec["prec"] == "fp16":  # what `load_clip(..., precision="fp16")` keeps: OpenAI's half weights
-        from clip.model import convert_weights
+        from prometar.clip_loader import convert_weights
 
         convert_weights(clip_model)
     clip_model = clip_model.to(device)

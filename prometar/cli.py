@@ -16,6 +16,7 @@ commands:
   data     download a benchmark dataset (`prometar data NAME --root DATA`) or check layouts (`--check`)
   report   paper-style base/new/HM table, CSV and chart from an output folder
   world    generate the bundled benchmark / pretrain its CLIP / zero-shot accuracy
+  configs  print the folder of the shipped YAMLs; `--copy DIR` copies the ProMetaR trainer YAMLs into DIR
 """
 
 
@@ -39,6 +40,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .world import main as world_main
 
         return world_main(rest)
+    if command == "configs":
+        from .shipped import configs_main
+
+        return configs_main(rest)
     if command == "demo":
         from .demo import main as demo_main
 

@@ -3,23 +3,44 @@
 `load_clip("ViT-B/16")` looks for OpenAI's file name (`ViT-B-16.pt`) in the cache folder
 (`$PROMETAR_CLIP_CACHE`, else `~/.cache/clip`, where `clip.load` also puts it); `load_clip(path)` reads an
 OpenAI TorchScript archive or a plain state-dict file. Nothing is downloaded unless `allow_download=True`
-(or `PROMETAR_ALLOW_DOWNLOAD=1`). The model is the unmodified `clip.model.CLIP`.
+(or `PROMETAR_ALLOW_DOWNLOAD=1`). The model is the unmodified `clip.model.CLIP` of OpenAI's `clip` package, read
+through `openai_clip()` (never through `import clip`, which inside a MaPLe / PromptSRC / official ProMetaR checkout
+gives that repository's modified fork).
 """
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Union
 
 import torch
 
-with warnings.catch_warnings():  # openai-clip imports pkg_resources (needs setuptools<81)
-    warnings.simplefilter("ignore")
-    import clip
-    from clip.model import CLIP, build_model, convert_weights
+
+
+def openai_clip():
+    """OpenAI's `clip` package (pip `openai-clip`), whatever `import clip` resolves to in the running program.
+
+    It is imported from its installed folder under the private name `prometar._openai_clip`, so a host
+    repository's own `clip/` fork keeps serving the host's code and `sys.modules['clip']` is left alone.
+    Every use of CLIP in this project goes through this function.
+
+    Raises:
+        ImportError: OpenAI's package is not installed (the message says how to install it).
+    """
+    from . import _openai_clip
+
+    return _openai_clip
+
+
+clip = openai_clip()
+CLIP = clip.model.CLIP
+build_model = clip.model.build_model
+convert_weights = clip.model.convert_weights
 
 __all__ = [
+    "openai_clip",
     "CLIP_SHAPES",
     "BUNDLED_MODELS",
     "ClipLoadError",
@@ -28,6 +49,8 @@ __all__ = [
     "load_clip",
     "build_clip",
     "save_clip",
+    "check_complete_clip",
+    "clip_architecture",
 ]
 
 CACHE_ENV = "PROMETAR_CLIP_CACHE"
@@ -143,6 +166,100 @@ def _read_state_dict(path: Path) -> dict:
     return obj
 
 
+#: Entries of OpenAI's state dicts that are not tensors of the model.
+_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+_BLOCK = re.compile(r"^((?:visual\.)?transformer\.resblocks\.\d+)\.")
+
+
+def _summarize_keys(keys, limit: int = 8) -> str:
+    """`transformer.resblocks.2.* (12 keys), ln_final.weight, ...`: block keys grouped, at most `limit` items."""
+    groups: Dict[str, int] = {}
+    for key in sorted(keys, key=lambda k: [int(t) if t.isdigit() else t for t in k.split(".")]):
+        match = _BLOCK.match(key)
+        label = f"{match.group(1)}.*" if match else key
+        groups[label] = groups.get(label, 0) + 1
+    items = [f"{label} ({n} keys)" if n > 1 else label for label, n in groups.items()]
+    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _n(keys) -> str:
+    return f"{len(keys)} key" + ("" if len(keys) == 1 else "s")
+
+
+def _depth(state: dict, prefix: str) -> int:
+    """1 + the highest block index under `prefix` (so a gap shows up as missing keys, not as a shallower model)."""
+    indices = [int(k[len(prefix):].split(".")[0]) for k in state
+               if k.startswith(prefix) and k[len(prefix):].split(".")[0].isdigit()]
+    return max(indices) + 1 if indices else 0
+
+
+def clip_architecture(state: dict) -> dict:
+    """The `clip.model.CLIP` keyword arguments a ViT CLIP state dict implies (as OpenAI's `build_model` derives
+    them, except that the depth is the highest block index + 1, so a missing block is reported, not dropped).
+
+    Raises `KeyError` naming an absent key that the derivation needs."""
+    vision_layers = _depth(state, "visual.transformer.resblocks.")
+    text_layers = _depth(state, "transformer.resblocks.")
+    conv = state["visual.conv1.weight"]
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    width = state["ln_final.weight"].shape[0]
+    return dict(embed_dim=state["text_projection"].shape[1], image_resolution=conv.shape[-1] * grid,
+                vision_layers=vision_layers, vision_width=conv.shape[0], vision_patch_size=conv.shape[-1],
+                context_length=state["positional_embedding"].shape[0], vocab_size=state["token_embedding.weight"].shape[0],
+                transformer_width=width, transformer_heads=width // 64, transformer_layers=text_layers)
+
+
+def _expected_text_layers(vision_layers: int) -> int:
+    """Text depth of a complete CLIP with this vision depth: OpenAI's ViT-L/14 pairs 24 vision blocks with 12 text
+    blocks; every other OpenAI ViT CLIP, and every CLIP this project builds, has towers of equal depth."""
+    return 12 if vision_layers == 24 else vision_layers
+
+
+def check_complete_clip(state: dict, path: Union[str, os.PathLike] = "<state dict>") -> dict:
+    """Refuse a state dict that is not a complete OpenAI ViT CLIP; return its architecture (`clip_architecture`).
+
+    Compares the keys and shapes with those of the CLIP the state dict implies, and the depth of the two
+    towers with each other (a CLIP whose last text block was removed would otherwise load as a shallower
+    model). Raises `ClipLoadError` naming `path` and the missing, unexpected and misshapen keys.
+    """
+    try:
+        arch = clip_architecture(state)
+    except KeyError as exc:
+        raise ClipLoadError(f"{path} is not a complete OpenAI CLIP state dict: key {exc.args[0]!r} is missing "
+                            f"(keys present: {_summarize_keys(state)}). Re-create or re-download the file.") from None
+    notes = []
+    full = dict(arch)
+    text_expected = _expected_text_layers(arch["vision_layers"])
+    if arch["transformer_layers"] < text_expected:
+        full["transformer_layers"] = text_expected
+        notes.append(f"its text tower has {arch['transformer_layers']} blocks but its {arch['vision_layers']}-block "
+                     f"vision tower implies {text_expected}")
+    elif arch["transformer_layers"] > text_expected and arch["vision_layers"] != 24:
+        full["vision_layers"] = arch["transformer_layers"]
+        notes.append(f"its vision tower has {arch['vision_layers']} blocks but its text tower has "
+                     f"{arch['transformer_layers']} (OpenAI's ViT CLIPs have towers of equal depth, or 24 vision "
+                     f"and 12 text blocks)")
+    with torch.device("meta"):
+        reference = CLIP(**full).state_dict()
+    present = {k: v for k, v in state.items() if k not in _META_KEYS}
+    missing = [k for k in reference if k not in present]
+    unexpected = [k for k in present if k not in reference]
+    misshapen = [f"{k} {tuple(present[k].shape)} (expected {tuple(reference[k].shape)})" for k in reference
+                 if k in present and tuple(getattr(present[k], "shape", ())) != tuple(reference[k].shape)]
+    if missing or unexpected or misshapen:
+        parts = notes[:]
+        if missing:
+            parts.append(f"missing {_n(missing)}: {_summarize_keys(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_n(unexpected)}: {_summarize_keys(unexpected)}")
+        if misshapen:
+            parts.append(f"misshapen: {', '.join(misshapen[:8])}" + (" ..." if len(misshapen) > 8 else ""))
+        raise ClipLoadError(f"{path} is not a complete OpenAI CLIP state dict: {'; '.join(parts)}. Re-create or "
+                            f"re-download the file (prometar loads only unmodified OpenAI ViT CLIPs).")
+    return arch
+
+
 def load_clip(name_or_path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
               precision: str = "fp16", cache_dir: Optional[Union[str, os.PathLike]] = None,
               allow_download: Optional[bool] = None) -> CLIP:
@@ -157,6 +274,7 @@ def load_clip(name_or_path: Union[str, os.PathLike], device: Union[str, torch.de
     state = _read_state_dict(path)
     if "visual.proj" not in state:
         raise ClipLoadError(f"{path} holds a ResNet CLIP; only ViT CLIPs (visual.proj) are supported by the prompting code.")
+    check_complete_clip(state, path)
     try:
         model = build_model(dict(state))
     except Exception as exc:
@@ -177,6 +295,9 @@ def build_clip(shape: Union[str, dict] = "tiny", seed: int = 0, **overrides) -> 
     if kwargs["transformer_heads"] != kwargs["transformer_width"] // 64:
         raise ValueError(f"transformer_heads={kwargs['transformer_heads']} must equal transformer_width // 64 "
                          f"= {kwargs['transformer_width'] // 64} for the saved file to load with OpenAI's builder")
+    if kwargs["transformer_layers"] != _expected_text_layers(kwargs["vision_layers"]):
+        raise ValueError(f"transformer_layers={kwargs['transformer_layers']} with vision_layers={kwargs['vision_layers']}: "
+                         f"load_clip accepts only OpenAI's tower depths (equal, or 24 vision / 12 text blocks)")
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:

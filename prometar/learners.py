@@ -49,8 +49,9 @@ _INIT = {"ctx_init": "CTX_INIT"}
 def text_context_init(clip_model: nn.Module, n_ctx: int, ctx_init: str, generator: Optional[torch.Generator] = None):
     """Layer-0 text context as in CoOp/IVLP: the first `n_ctx` word embeddings of `ctx_init` when it is given
     and n_ctx <= 4, else N(0, 0.02^2) with "X X ... X" placeholder text. Returns (vectors, prompt_prefix)."""
-    import clip
+    from .clip_loader import openai_clip
 
+    clip = openai_clip()
     width = clip_model.ln_final.weight.shape[0]
     ctx_init = (ctx_init or "").replace("_", " ").strip()
     if ctx_init and n_ctx <= 4:

@@ -7,7 +7,6 @@ features once per batch. `state_dict()` holds the learner only (the trainable st
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -18,9 +17,9 @@ from .learners import PromptLearner
 from .prompting import PromptSet, encode_image, encode_text, eot_positions
 from .templates import IMAGENET_TEMPLATES
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import clip
+from .clip_loader import openai_clip
+
+clip = openai_clip()  # OpenAI's package, never a host repository's `clip/` fork
 
 __all__ = ["PromptedCLIP", "tokenize_prompts", "autocast_context"]
 

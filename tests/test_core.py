@@ -1,15 +1,16 @@
 """Core: offline CLIP loading, prompting around the unmodified CLIP, truncated text path, precision."""
 import copy
 
-import clip
 import pytest
 import torch
 import torch.nn.functional as F
 
-from prometar.clip_loader import ClipLoadError, build_clip, load_clip, resolve_clip_path, save_clip
+from prometar.clip_loader import ClipLoadError, build_clip, load_clip, openai_clip, resolve_clip_path, save_clip
 from prometar.learners import build_learner
 from prometar.model import PromptedCLIP
 from prometar.prompting import encode_image, encode_text, eot_positions
+
+clip = openai_clip()
 
 NAMES = ["cat", "golden_retriever", "red fire truck", "yin_yang"]
 

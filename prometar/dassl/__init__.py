@@ -15,17 +15,21 @@ Public API:
     get_dataset_class(name)           the Dassl ``DatasetBase`` subclass of a dataset (imports Dassl)
     DATASET_NAMES                     the dataset class names
 
-Drop-in for an existing CoOp / MaPLe / PromptSRC checkout (after ``pip install`` of this package),
-in that checkout's ``train.py``::
+Drop-in for an existing CoOp / MaPLe / PromptSRC / official ProMetaR checkout (after ``pip install`` of this
+package), in that checkout's ``train.py``::
 
-    import prometar.dassl                         # next to the other imports
-    prometar.dassl.register(datasets=False)       # registers the ProMetaR trainer; keeps the host's datasets
+    import prometar.dassl                                  # after the host's own `import trainers...` lines
+    prometar.dassl.register(datasets=False, force=True)    # ProMetaR trainer; keeps the host's datasets
 
     def extend_cfg(cfg):
         ...                                       # the host's own additions, unchanged
         prometar.dassl.extend_cfg(cfg)            # last line: adds TRAINER.PROMETAR, OPTIM_VNET, ...
 
-then ``python train.py --trainer ProMetaR --config-file <prometar yaml> ...``.
+then ``python train.py --trainer ProMetaR --config-file <prometar yaml> ...`` (``prometar configs --copy DIR``
+copies the shipped ProMetaR YAMLs into the checkout). ``force=True`` matters only in the official ProMetaR
+checkout, whose own trainer is also named ``ProMetaR``: it replaces that one (without it, ours is skipped and a
+line says so). The model is always built with OpenAI's ``clip`` package, read under a private name, so the
+checkout's own ``clip/`` fork keeps serving its trainers (MaPLe, IVLP, VPT, ...) in the same process.
 """
 from __future__ import annotations
 
@@ -110,7 +114,9 @@ def register(trainer: bool = True, datasets: bool = True, force: bool = False) -
 
     Idempotent.  A name that Dassl already maps to another object (e.g. ``OxfordPets`` from a
     CoOp/MaPLe/PromptSRC checkout's ``datasets/``, or the official ProMetaR trainer) is left as it
-    is and printed as skipped, unless ``force`` (then ours replaces it).
+    is and printed as skipped (with how to replace it), unless ``force`` (then ours replaces it).
+    Call it after the host's own trainer imports: Dassl refuses to register a name twice, so a host
+    trainer named ``ProMetaR`` imported later would fail on the name ours already holds.
 
     Returns ``{"registered": [...], "skipped": [...]}`` (names newly registered / left to someone else).
 

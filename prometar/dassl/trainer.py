@@ -195,7 +195,9 @@ def register_trainer(force: bool = False, _report: Optional[Tuple[List[str], Lis
             return cls
         if not force:
             print(f"prometar: a trainer named {TRAINER_NAME} is already registered in Dassl "
-                  f"({getattr(TRAINER_REGISTRY.get(TRAINER_NAME), '__module__', '?')}); skipped ours")
+                  f"({getattr(TRAINER_REGISTRY.get(TRAINER_NAME), '__module__', '?')}); kept it and skipped ours. "
+                  f"To use this package's trainer instead, call "
+                  f"prometar.dassl.register(datasets=False, force=True) after the host's trainer imports")
             if _report is not None:
                 _report[1].append(TRAINER_NAME)
             return cls

@@ -1,7 +1,6 @@
 """The pretraining corpus: captions of scenes and the deterministic stream of captioned batches."""
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Tuple
 
 import numpy as np
@@ -116,9 +115,9 @@ def _batch(seed: int, step: int, batch_size: int, size: int = IMAGE_SIZE):
 
 def prepared_batch(seed: int, step: int, batch_size: int):
     """What a training step needs, as numpy: uint8 images, token ids and the false-negative mask."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import clip
+    from ..clip_loader import openai_clip
+
+    clip = openai_clip()
 
     images, captions, triples = _batch(seed, step, batch_size)
     tokens = clip.tokenize(captions).numpy()

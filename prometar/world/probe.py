@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -35,9 +34,9 @@ def zeroshot_accuracy(clip_model, root: Union[str, os.PathLike], split: str = "t
     import torch
     from PIL import Image
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import clip
+    from ..clip_loader import openai_clip
+
+    clip = openai_clip()
 
     folder = Path(root).expanduser() / DATASET_DIR
     with open(folder / SPLIT_FILE) as f:
