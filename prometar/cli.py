@@ -14,6 +14,7 @@ commands:
   data     download a benchmark dataset (`prometar data NAME --root DATA`) or check layouts (`--check`)
   report   paper-style base/new/HM table, CSV and chart from an output folder
   world    generate the bundled benchmark / pretrain its CLIP / zero-shot accuracy
+  export   write a run's prompts for the official code (`prometar export --to official SRC_DIR DST_DIR`)
 """
 
 
@@ -74,6 +75,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .world import main as world_main
 
         return world_main(rest)
+    if command == "export":
+        from .export import export_main
+
+        return export_main(rest)
     if command == "demo":
         from .demo import main as demo_main
 
