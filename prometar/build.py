@@ -151,7 +151,8 @@ def state_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any],
     return lines
 
 
-def load_learner_state(model: PromptedCLIP, source: Any, strict: bool = True, where: Optional[str] = None) -> Dict[str, Any]:
+def load_learner_state(model: PromptedCLIP, source: Any, strict: bool = True,
+                       where: Optional[str] = None) -> Dict[str, Any]:
     """Load learner tensors from a checkpoint path or dict into `model`; returns the checkpoint dict.
 
     Our files (`prompt_learner.*`) and official full-model files (prompt tensors mapped by `official_key`) are

@@ -71,7 +71,8 @@ def to_official_state_dict(learner_state: Dict[str, torch.Tensor], where: str = 
     """Learner tensors (`text.<i>`, `vision.<i>` of the IVLP learner) under the official model's names."""
     if "text.0" not in learner_state:
         raise ValueError(f'"{where}" has no text.0 prompt: the official model always learns a text context '
-                         f"(prompt_learner.ctx); only IVLP-learner runs (TRAINER.PROMETAR.LEARNER IVLP) can be exported")
+                         f"(prompt_learner.ctx); only IVLP-learner runs (TRAINER.PROMETAR.LEARNER IVLP) can be "
+                         f"exported")
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     unmapped = []
     for name in sorted(learner_state, key=_order):

@@ -325,13 +325,14 @@ def _depth9_official_run(folder, engine, clip):
 def test_checkpoints_that_do_not_fit_are_refused(engine, tmp_path, small_clip, case):
     t0, v0 = _shape(engine.learner.text[0]), _shape(engine.learner.vision[0])
     make, epoch, expected = {
-        "coop_into_ivlp": (_coop_run, 1, [f"missing (in the model, not in the file): text.1 {_shape(engine.learner.text[1])}, "
-                                          f"vision.0 {v0}, vision.1 {_shape(engine.learner.vision[1])}"]),
+        "coop_into_ivlp": (_coop_run, 1, [f"missing (in the model, not in the file): text.1 {t0}, vision.0 {v0}, "
+                                          f"vision.1 {v0}"]),
         "depth9_official_into_depth2": (_depth9_official_run, 10, [
             "an official checkpoint", "unexpected (in the file, not in the model): text.2 (official "
             f"text_encoder.transformer.resblocks.2.VPT_shallow) {t0}", "vision.8 (official "
             f"image_encoder.transformer.resblocks.8.VPT_shallow) {v0}"]),
-        "depth1_into_depth2": (_depth1_run, 1, [f"missing (in the model, not in the file): text.1 {t0}, vision.1 {v0}"]),
+        "depth1_into_depth2": (_depth1_run, 1, [f"missing (in the model, not in the file): text.1 {t0}, "
+                                                f"vision.1 {v0}"]),
         "misshapen_ctx": (_misshapen_run, 1, [f"misshapen (expected vs found): text.0 {t0} vs ({t0[0] + 2}, {t0[1]})"]),
     }[case]
     path = make(tmp_path / case, engine, small_clip)
@@ -393,9 +394,11 @@ def test_payload_via_train_py_builtin_engine(data_root, small_clip_path, tmp_pat
         marker = tmp_path / f"MARKER_{name}"
         model_dir = tmp_path / f"evil_{name}"
         path = _save_run(model_dir, _learner_state(learner), extra={"scheduler": payload(marker)})
-        cmd = [sys.executable, str(REPO / "train.py"), *_argv(data_root, tmp_path / f"out_{name}", small_clip_path,
-               "--engine", "builtin", "--device", "cpu", "--eval-only", "--model-dir", str(model_dir),
-               "--load-epoch", "1", opts=("TRAINER.PROMETAR.META_REG", "False"))]
+        flags = ("--engine", "builtin", "--device", "cpu", "--eval-only", "--model-dir", str(model_dir),
+                 "--load-epoch", "1")
+        cmd = [sys.executable, str(REPO / "train.py"),
+               *_argv(data_root, tmp_path / f"out_{name}", small_clip_path, *flags,
+                      opts=("TRAINER.PROMETAR.META_REG", "False"))]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
         assert not marker.exists(), name
         if name == "system":
@@ -450,3 +453,19 @@ def test_payload_via_dassl_runner_and_dassl_loaders(data_root, small_clip_path, 
     finally:
         dassl_trainer.SimpleTrainer.train = original_train
     assert seen == [True] and torchtools.load_checkpoint is originals[0]
+
+
+def test_init_weights_loads_the_common_tensors_and_names_the_rest(small_clip, tmp_path, capsys):
+    """MODEL.INIT_WEIGHTS (strict=False): a warm start from a shallower file loads what fits and says what not."""
+    learner = build_learner("IVLP", small_clip, n_ctx_text=2, n_ctx_vision=2, depth_text=2, depth_vision=2)
+    model = types.SimpleNamespace(prompt_learner=learner)
+    shallow = {"prompt_learner.text.0": torch.full_like(learner.text[0], 3.0)}
+    before = learner.vision[0].detach().clone()
+    path = _save_run(tmp_path / "init", shallow)
+    load_learner_state(model, str(path), strict=False)
+    out = capsys.readouterr().out
+    assert str(path) in out and "loaded 1 of 4" in out and "vision.1" in out
+    assert torch.all(learner.text[0] == 3.0) and torch.equal(learner.vision[0], before)
+    wide = {"prompt_learner.text.0": torch.zeros(5, learner.text[0].shape[1])}
+    with pytest.raises(ValueError, match=r"misshapen.*text\.0"):
+        load_learner_state(model, str(_save_run(tmp_path / "wide", wide)), strict=False)

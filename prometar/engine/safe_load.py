@@ -3,11 +3,11 @@
 Every file is read with ``torch.load(weights_only=True)``.  Files written by this project hold plain data and
 load directly.  Legacy files (official ProMetaR and Dassl checkpoints pickle their LR scheduler, optimiser and
 other objects) are read by torch's restricted unpickler too, with one addition: every class or function the file
-names is either on a short allow-list of plain containers (``collections.OrderedDict``, ``defaultdict`` as a plain dict, a few
-builtin types, NumPy scalars, dtypes and arrays) or is replaced by an inert :class:`PickledObject` placeholder
-that only stores the data it is given (never calls anything, has no ``__call__``).  A file that names a module
-that can run commands (``os``, ``posix``, ``subprocess``, ...) or a builtin outside the allow-list (``eval``,
-``exec``, ``getattr``, ...) is refused: a checkpoint never needs them.
+names is either on a short allow-list of plain containers (``collections.OrderedDict``, ``defaultdict`` as a plain
+dict, a few builtin types, NumPy scalars, dtypes and arrays) or is replaced by an inert :class:`PickledObject`
+placeholder that only stores the data it is given (never calls anything, has no ``__call__``).  A file that names
+a module that can run commands (``os``, ``posix``, ``subprocess``, ...) or a builtin outside the allow-list
+(``eval``, ``exec``, ``getattr``, ...) is refused: a checkpoint never needs them.
 
 :func:`dassl_loads_safely` routes Dassl's own ``load_checkpoint`` (used by ``resume_model_if_exist`` and
 ``load_pretrained_weights``) through :func:`load_checkpoint` while a block runs.
