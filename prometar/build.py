@@ -6,21 +6,23 @@ so imports run one way (build -> engine).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
 
 from .clip_loader import load_clip
 from .engine.checkpoint import load_checkpoint
 from .engine.lr import build_lr_scheduler
 from .engine.optim import build_optimizer
 from .engine.parts import MODEL_NAME, MODULATOR_NAME, TrainerParts, pick_device
-from .learners import LEARNERS, build_learner, official_to_ivlp_state_dict
+from .learners import LEARNERS, build_learner, official_key, official_to_ivlp_state_dict
 from .meta import GradientModulator, MetaSampler, ProMetaRStep
 from .model import PromptedCLIP
 
 __all__ = ["TrainerParts", "build_trainer_parts", "build_prompted_clip", "pick_device", "load_learner_state",
-           "MODEL_NAME", "MODULATOR_NAME"]
+           "load_trained_weights", "is_official_state", "state_mismatch", "MODEL_NAME", "MODULATOR_NAME"]
 
 def build_prompted_clip(cfg: Any, classnames: Sequence[str], device: torch.device, verbose: bool = True) -> PromptedCLIP:
     """Load CLIP (MODEL.BACKBONE.NAME), build the learner (TRAINER.PROMETAR.*) and the prompted model."""
@@ -68,34 +70,144 @@ def build_trainer_parts(cfg: Any, classnames: Sequence[str], device: torch.devic
     return TrainerParts(model, optim, sched, step, modulator, optim_mod, sched_mod, bool(p.STEP_VNET_SCHED))
 
 
+def _strip_module(state: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def is_official_state(state: Mapping[str, Any]) -> bool:
+    """True for a state dict of the official IVLP / PromptSRC / ProMetaR model (whole CustomCLIP)."""
+    keys = _strip_module(state)
+    return official_key("text.0") in keys or official_key("vision.0") in keys
+
+
 def _learner_state_from(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     """Learner tensors from our checkpoints (`prompt_learner.*`) or official full-model ones."""
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    if "prompt_learner.ctx" in state or "image_encoder.VPT" in state:  # official IVLP/PromptSRC/ProMetaR file
+    state = _strip_module(state)
+    if is_official_state(state):
         return official_to_ivlp_state_dict(state)
     return {k[len("prompt_learner."):]: v for k, v in state.items() if k.startswith("prompt_learner.")}
 
 
-def load_learner_state(model: PromptedCLIP, source: Any, strict: bool = True) -> Dict[str, Any]:
-    """Load learner tensors from a checkpoint path or dict into `model`; shape mismatches raise an error
-    naming the tensor, both shapes and the source. Returns the checkpoint dict."""
+def _shape(value: Any) -> Tuple[int, ...]:
+    return tuple(getattr(value, "shape", ()))
+
+
+def state_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any],
+                   rename: Optional[Callable[[str], str]] = None) -> List[str]:
+    """Lines describing how the tensors `found` in a file differ from those `expected` by a model (names and
+    shapes: missing, unexpected, misshapen as expected vs found); empty when they fit exactly. `rename` gives
+    a tensor's official name (`official_key`), shown next to ours for official files."""
+    def label(key: str) -> str:
+        try:
+            other = rename(key) if rename is not None else key
+        except KeyError:  # a tensor the other layout has no name for
+            return key
+        return key if other == key else f"{key} (official {other})"
+
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    misshapen = [k for k in expected if k in found and _shape(expected[k]) != _shape(found[k])]
+    lines = []
+    if missing:
+        lines.append("missing (in the model, not in the file): " +
+                     ", ".join(f"{label(k)} {_shape(expected[k])}" for k in missing))
+    if unexpected:
+        lines.append("unexpected (in the file, not in the model): " +
+                     ", ".join(f"{label(k)} {_shape(found[k])}" for k in unexpected))
+    if misshapen:
+        lines.append("misshapen (expected vs found): " +
+                     ", ".join(f"{label(k)} {_shape(expected[k])} vs {_shape(found[k])}" for k in misshapen))
+    return lines
+
+
+def load_learner_state(model: PromptedCLIP, source: Any, strict: bool = True,
+                       where: Optional[str] = None) -> Dict[str, Any]:
+    """Load learner tensors from a checkpoint path or dict into `model`; returns the checkpoint dict.
+
+    Our files (`prompt_learner.*`) and official full-model files (prompt tensors mapped by `official_key`) are
+    accepted.  `strict`: the file's tensors must be exactly the learner's (names and shapes), else a ValueError
+    lists the missing, unexpected and misshapen ones.  Not strict (MODEL.INIT_WEIGHTS): shapes must still agree,
+    the common tensors are loaded and a note names the rest.  Errors name the file (`where`, or the path)."""
     checkpoint = load_checkpoint(source) if isinstance(source, str) else source
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
-    tensors = _learner_state_from(state)
+    if not isinstance(state, Mapping):
+        raise ValueError(f'"{where or source}" holds no state dict (found {type(state).__name__})')
+    official = is_official_state(state)
+    tensors = _learner_state_from(dict(state))
     own = dict(model.prompt_learner.state_dict())
-    where = source if isinstance(source, str) else "the checkpoint"
-    for key, value in tensors.items():
-        if key in own and tuple(own[key].shape) != tuple(value.shape):
-            raise ValueError(f"{where}: tensor {key!r} has shape {tuple(value.shape)} but the model "
-                             f"({type(model.prompt_learner).__name__}) expects {tuple(own[key].shape)}; check "
-                             f"TRAINER.PROMETAR (N_CTX_*, PROMPT_DEPTH_*, LEARNER) and the backbone")
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    if strict and (missing or unexpected):
-        raise ValueError(f"{where} does not fit the {type(model.prompt_learner).__name__} learner: missing "
-                         f"{missing or 'none'}, unexpected {unexpected or 'none'}")
+    where = where or (source if isinstance(source, str) else "the checkpoint")
+    learner = type(model.prompt_learner).__name__
+    problems = state_mismatch(own, tensors, official_key if official else None)
+    shape_problems = [line for line in problems if line.startswith("misshapen")]
+    if problems and (strict or shape_problems):
+        kind = "an official checkpoint" if official else "a checkpoint"
+        raise ValueError(f'"{where}" ({kind}) does not fit this run\'s {learner}:\n  ' + "\n  ".join(
+            problems if strict else shape_problems) + "\nCheck TRAINER.PROMETAR (LEARNER, N_CTX_TEXT, N_CTX_VISION, "
+            "PROMPT_DEPTH_TEXT, PROMPT_DEPTH_VISION) and MODEL.BACKBONE.NAME against the run that wrote the file")
+    if problems:
+        print(f'Note: "{where}" partly fits the {learner}; loaded {len(set(own) & set(tensors))} of {len(own)} '
+              f"tensors; " + "; ".join(problems))
     with torch.no_grad():
         for key, value in tensors.items():
             if key in own:
                 own[key].copy_(value.to(own[key].dtype))
     return checkpoint if isinstance(checkpoint, dict) else {}
+
+
+def load_trained_weights(model: PromptedCLIP, modulator: Optional[nn.Module], directory: str,
+                         epoch: Optional[int] = None, map_location: Any = None) -> Dict[str, Any]:
+    """Eval-time loading of `<directory>/VLPromptLearner/model.pth.tar-<epoch>` (or `model-best.pth.tar`) and,
+    when `modulator` is given, the matching `GradientModulator` file; used by both engines' `load_model`.
+
+    Strict: the learner file must hold exactly the model's tensors (ours or an official full-model file) and
+    the modulator file exactly the modulator's.  The one tolerated gap: an official checkpoint has no
+    GradientModulator folder; its prompts load and one line says that the modulator starts fresh.  A folder
+    whose modulator file for this epoch is missing, or whose two files are from different epochs, is refused.
+    Returns the learner checkpoint dict ({} when `directory` is empty)."""
+    if not directory:
+        print("Note that load_model() is skipped as no pretrained model is given "
+              "(ignore this if it's done on purpose)")
+        return {}
+    file_name = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+    path = os.path.join(directory, MODEL_NAME, file_name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Model not found at "{path}"')
+    checkpoint = load_checkpoint(path, map_location=map_location)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        checkpoint = {"state_dict": checkpoint}
+    load_learner_state(model, checkpoint, strict=True, where=path)
+    print(f'Loading weights to {MODEL_NAME} from "{path}" (epoch = {checkpoint.get("epoch", epoch)})')
+    if modulator is None:
+        return checkpoint
+    folder = os.path.join(directory, MODULATOR_NAME)
+    mod_path = os.path.join(folder, file_name)
+    if not os.path.isdir(folder):
+        if is_official_state(checkpoint["state_dict"]):
+            print(f'"{path}" is an official checkpoint without a {MODULATOR_NAME} folder: prompts loaded, the '
+                  f"gradient modulator starts fresh")
+            return checkpoint
+        raise FileNotFoundError(
+            f'"{directory}" has no {MODULATOR_NAME} folder but this run has a gradient modulator '
+            f"(TRAINER.PROMETAR.META_REG True): the checkpoint was trained without one or is incomplete. To evaluate "
+            f"a model trained with META_REG False, pass TRAINER.PROMETAR.META_REG False")
+    if not os.path.isfile(mod_path):
+        raise FileNotFoundError(f'Model not found at "{mod_path}": "{path}" exists but its {MODULATOR_NAME} '
+                                f"partner does not (incomplete checkpoint set); pick an epoch saved for both")
+    mod = load_checkpoint(mod_path, map_location=map_location)
+    mod_state = mod.get("state_dict") if isinstance(mod, dict) else None
+    if not isinstance(mod_state, Mapping):
+        raise ValueError(f'"{mod_path}" holds no state_dict (found {type(mod).__name__}); expected a '
+                         f"{MODULATOR_NAME} checkpoint")
+    if isinstance(mod, dict) and mod.get("epoch") is not None and checkpoint.get("epoch") is not None \
+            and int(mod["epoch"]) != int(checkpoint["epoch"]):
+        raise ValueError(f'"{mod_path}" is from epoch {mod["epoch"]} but "{path}" from epoch '
+                         f"{checkpoint['epoch']}: a mixed checkpoint set; pick an epoch saved for both")
+    mod_state = _strip_module(mod_state)
+    problems = state_mismatch(modulator.state_dict(), mod_state)
+    if problems:
+        raise ValueError(f'"{mod_path}" does not fit this run\'s {MODULATOR_NAME}:\n  ' + "\n  ".join(problems) +
+                         "\nCheck TRAINER.PROMETAR (DIM_RATE, LEARNER, N_CTX_*, PROMPT_DEPTH_*) against the run "
+                         "that wrote the file")
+    modulator.load_state_dict(mod_state)
+    print(f'Loading weights to {MODULATOR_NAME} from "{mod_path}" (epoch = {mod.get("epoch", epoch)})')
+    return checkpoint

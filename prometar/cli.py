@@ -17,6 +17,7 @@ commands:
   report   paper-style base/new/HM table, CSV and chart from an output folder
   world    generate the bundled benchmark / pretrain its CLIP / zero-shot accuracy
   configs  print the folder of the shipped YAMLs; `--copy DIR` copies the ProMetaR trainer YAMLs into DIR
+  export   write a run's prompts for the official code (`prometar export --to official SRC_DIR DST_DIR`)
 """
 
 
@@ -44,6 +45,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .shipped import configs_main
 
         return configs_main(rest)
+    if command == "export":
+        from .export import export_main
+
+        return export_main(rest)
     if command == "demo":
         from .demo import main as demo_main
 

@@ -27,7 +27,7 @@ from .prompting import PromptSet
 from .registry import Registry
 
 __all__ = ["TensorSpec", "PromptLearner", "IVLPLearner", "CoOpLearner", "VPTLearner", "MaPLeLearner",
-           "LEARNERS", "build_learner", "text_context_init", "official_to_ivlp_state_dict"]
+           "LEARNERS", "build_learner", "text_context_init", "official_key", "official_to_ivlp_state_dict"]
 
 
 @dataclass(frozen=True)
@@ -214,21 +214,39 @@ def build_learner(name: str, clip_model: nn.Module, **options) -> PromptLearner:
     return entry.target(clip_model, **options)
 
 
+def official_key(name: str) -> str:
+    """Name in the official IVLP / PromptSRC / ProMetaR model (its whole CustomCLIP) of the `IVLPLearner` tensor
+    `name`: `text.0` is `prompt_learner.ctx`, `vision.0` is `image_encoder.VPT`, and deeper prompts `text.<i>` /
+    `vision.<i>` are the `VPT_shallow` of block i of the text / image transformer.  The one mapping between the
+    two layouts: reading official files inverts it."""
+    side, _, index = name.partition(".")
+    if side not in ("text", "vision") or not index.isdigit():
+        raise KeyError(f"{name!r} is not an IVLP prompt tensor (text.<i> or vision.<i>); the official model has no "
+                       f"place for it")
+    i = int(index)
+    if i == 0:
+        return "prompt_learner.ctx" if side == "text" else "image_encoder.VPT"
+    tower = "text_encoder" if side == "text" else "image_encoder"
+    return f"{tower}.transformer.resblocks.{i}.VPT_shallow"
+
+
+def _ivlp_name(official: str) -> Optional[str]:
+    """Inverse of `official_key`: the `IVLPLearner` name of an official key, None for every other key."""
+    parts = official.split(".")
+    i = int(parts[3]) if len(parts) == 5 and parts[1:3] == ["transformer", "resblocks"] and parts[3].isdigit() else 0
+    for side in ("text", "vision"):
+        if official_key(f"{side}.{i}") == official:
+            return f"{side}.{i}"
+    return None
+
+
 def official_to_ivlp_state_dict(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Map the learnable tensors of an official IVLP/PromptSRC/ProMetaR checkpoint (whole CustomCLIP) to
-    `IVLPLearner` keys; everything else (frozen CLIP, token buffers, zero-shot encoder) is dropped."""
+    `IVLPLearner` keys (`official_key` inverted); everything else (frozen CLIP, token buffers, zero-shot encoder)
+    is dropped."""
     out: Dict[str, Tensor] = {}
     for key, value in state.items():
-        key = key[len("module."):] if key.startswith("module.") else key
-        if key == "prompt_learner.ctx":
-            out["text.0"] = value
-        elif key == "image_encoder.VPT":
-            out["vision.0"] = value
-        elif key.endswith(".VPT_shallow") and ".transformer.resblocks." in key:
-            tower = key.split(".transformer.resblocks.")[0]
-            index = int(key.split(".transformer.resblocks.")[1].split(".")[0])
-            if tower == "image_encoder":
-                out[f"vision.{index}"] = value
-            elif tower == "text_encoder":
-                out[f"text.{index}"] = value
+        name = _ivlp_name(key[len("module."):] if key.startswith("module.") else key)
+        if name is not None:
+            out[name] = value
     return {k: v.float() for k, v in out.items()}

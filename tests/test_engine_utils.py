@@ -2,10 +2,8 @@
 import io
 import math
 import os
-import pickle
 import re
 import sys
-import types
 import warnings
 
 import pytest
@@ -319,7 +317,7 @@ def test_save_load_round_trip(tmp_path, capsys):
     assert f"Checkpoint saved to {path}" in capsys.readouterr().out
     assert (d / "checkpoint").read_text() == "model.pth.tar-10\n"
     assert list(state["state_dict"])[0].startswith("module.")  # caller's dict untouched
-    loaded = ckpt.load_checkpoint(path, trusted_legacy=False)  # plain data: weights_only works
+    loaded = ckpt.load_checkpoint(path)  # plain data: weights_only works
     assert set(loaded) == {"state_dict", "epoch", "optimizer", "scheduler", "val_result"}
     assert list(loaded["state_dict"]) == ["weight", "bias"] and loaded["epoch"] == 10
     assert loaded["val_result"] is None and loaded["scheduler"]["last_epoch"] == 0
@@ -357,28 +355,3 @@ def test_crash_mid_write_keeps_previous_file(tmp_path, monkeypatch):
     assert (tmp_path / "model.pth.tar-10").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["checkpoint", "model.pth.tar-10"]  # no temp file left
     assert ckpt.load_checkpoint(path)["epoch"] == 10
-
-
-class _LegacyScheduler:  # stands for a pickled Dassl scheduler object
-    def __init__(self):
-        self.warmup_epoch = 1
-
-
-def test_legacy_checkpoint_fallback(tmp_path, capsys):
-    mod = types.ModuleType("fake_dassl_sched")
-    _LegacyScheduler.__module__ = "fake_dassl_sched"
-    mod._LegacyScheduler = _LegacyScheduler
-    sys.modules["fake_dassl_sched"] = mod
-    try:
-        path = str(tmp_path / "model.pth.tar-10")
-        torch.save({"state_dict": {"w": torch.ones(1)}, "epoch": 10, "scheduler": _LegacyScheduler()}, path)
-        with pytest.raises(pickle.UnpicklingError, match="trusted_legacy"):
-            ckpt.load_checkpoint(path, trusted_legacy=False)
-        loaded = ckpt.load_checkpoint(path)
-        assert loaded["scheduler"].warmup_epoch == 1 and "legacy checkpoint" in capsys.readouterr().out
-    finally:
-        del sys.modules["fake_dassl_sched"]
-    # the defining module is gone (like dassl not installed): a placeholder takes its place
-    loaded = ckpt.load_checkpoint(path)
-    assert loaded["epoch"] == 10 and torch.equal(loaded["state_dict"]["w"], torch.ones(1))
-    assert "fake_dassl_sched._LegacyScheduler" in repr(loaded["scheduler"])

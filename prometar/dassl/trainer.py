@@ -14,7 +14,9 @@ What is registered with Dassl (decides what Dassl saves, resumes, steps and swit
 
 Schedulers are this project's (:mod:`prometar.engine.lr`): Dassl's warm-up scheduler cannot be built
 on current torch, and ours keeps a plain ``state_dict`` so Dassl's ``torch.load`` (``weights_only``
-by default on torch >= 2.6) reads the checkpoints back.
+by default on torch >= 2.6) reads the checkpoints back.  While the trainer runs (``train``), Dassl's own
+``load_checkpoint`` is replaced by :func:`prometar.engine.safe_load.dassl_load_checkpoint`, so nothing
+Dassl loads can run code from a file.
 """
 from __future__ import annotations
 
@@ -53,8 +55,8 @@ def _build_class() -> type:
     from torch import nn
     from dassl.engine import TrainerX
 
-    from ..build import MODEL_NAME, MODULATOR_NAME, build_trainer_parts, load_learner_state
-    from ..engine.checkpoint import load_checkpoint
+    from ..build import MODEL_NAME, MODULATOR_NAME, build_trainer_parts, load_trained_weights
+    from ..engine.safe_load import dassl_loads_safely
 
     class ProMetaR(TrainerX):
         """ProMetaR (CVPR 2024): prompt learning with meta-regularisation, in Dassl.
@@ -132,38 +134,21 @@ def _build_class() -> type:
             return self.model(input)
 
         def load_model(self, directory, epoch=None):
-            """CoOp-family loading of ``<directory>/<name>/model-best.pth.tar`` or ``model.pth.tar-<epoch>``.
+            """CoOp-family loading of ``<directory>/<name>/model-best.pth.tar`` or ``model.pth.tar-<epoch>``, strict
+            and without running code from the files (``prometar.build.load_trained_weights``).
 
-            The prompted model's file may be ours (learner tensors) or an official IVLP / PromptSRC /
-            ProMetaR full-model checkpoint (the learner tensors are extracted; frozen CLIP weights and
-            class-dependent buffers are ignored).  The modulator is loaded when its folder exists.
+            The prompted model's file may be ours (learner tensors) or an official IVLP / PromptSRC / ProMetaR
+            full-model checkpoint (the learner tensors are extracted; frozen CLIP weights and class-dependent
+            buffers are ignored); it must hold exactly this run's prompt tensors.  The modulator's file must match
+            the modulator; an official checkpoint without a modulator folder loads and the modulator starts fresh.
             """
-            if not directory:
-                print("Note that load_model() is skipped as no pretrained model is given "
-                      "(ignore this if it's done on purpose)")
-                return
-            model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-            for name in self.get_model_names():
-                folder = osp.join(directory, name)
-                path = osp.join(folder, model_file)
-                if name != MODEL_NAME:
-                    if not osp.isdir(folder):
-                        print(f'No {name} folder in "{directory}": keeping its current weights '
-                              f"(only needed to continue training)")
-                        continue
-                    if not osp.exists(path):
-                        print(f'No {name} checkpoint at "{path}": keeping its current weights')
-                        continue
-                elif not osp.exists(path):
-                    raise FileNotFoundError(f'Model not found at "{path}"')
-                checkpoint = load_checkpoint(path)
-                if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-                    checkpoint = {"state_dict": checkpoint}
-                print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
-                if name == MODEL_NAME:
-                    load_learner_state(self._prompted_model(), checkpoint, strict=False)
-                else:
-                    self._models[name].load_state_dict(checkpoint["state_dict"])
+            load_trained_weights(self._prompted_model(), self.modulator, directory, epoch)
+
+        def train(self, *args, **kwargs):
+            """Dassl's loop, with Dassl's own ``load_checkpoint`` (``resume_model_if_exist``,
+            ``load_pretrained_weights``) routed through the safe loader while it runs."""
+            with dassl_loads_safely():
+                return super().train(*args, **kwargs)
 
     ProMetaR.__module__ = __name__
     ProMetaR.__qualname__ = "ProMetaR"

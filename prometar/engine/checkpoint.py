@@ -6,12 +6,12 @@ Layout of one registered model's folder ``<OUTPUT_DIR>/<name>/``: ``model.pth.ta
 ``optimizer``, ``scheduler``, ``val_result``.
 
 Every file is written to a temporary file in the same folder, fsync'ed and moved into place with
-``os.replace``: a crash mid-write leaves the previous file intact.
+``os.replace``: a crash mid-write leaves the previous file intact.  Reading (:func:`load_checkpoint`) lives in
+:mod:`prometar.engine.safe_load` and never runs code from a file.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 from collections import OrderedDict
 from typing import Any, Mapping, Optional
@@ -19,9 +19,11 @@ from typing import Any, Mapping, Optional
 import torch
 
 from ..io import atomic_write as _atomic_write
+from .safe_load import CheckpointLoadError, load_checkpoint
 
 __all__ = [
     "BEST_NAME",
+    "CheckpointLoadError",
     "POINTER_NAME",
     "checkpoint_path",
     "find_resume_file",
@@ -99,75 +101,6 @@ def save_checkpoint(
                 _atomic_write(best, lambda f: shutil.copyfileobj(src, f))
         print(f'Best checkpoint saved to "{best}"')
     return fpath
-
-
-class _Placeholder:
-    """Stands in for a class that cannot be imported while un-pickling a legacy file."""
-
-    _qualname = "?"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __repr__(self) -> str:
-        return f"<unimportable {self._qualname}>"
-
-
-class _LenientUnpickler(pickle.Unpickler):
-    """Unpickler that replaces classes of missing modules (e.g. ``dassl``) by placeholders."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_Placeholder,), {"_qualname": f"{module}.{name}"})
-
-
-class _LenientPickle:
-    """A ``pickle_module`` for ``torch.load`` using :class:`_LenientUnpickler`."""
-
-    Unpickler = _LenientUnpickler
-    __name__ = "prometar_lenient_pickle"
-
-    @staticmethod
-    def load(f: Any, **kwargs: Any) -> Any:
-        return _LenientUnpickler(f, **kwargs).load()
-
-
-def load_checkpoint(path: str, trusted_legacy: bool = True, map_location: Any = None) -> Any:
-    """Load a checkpoint file.
-
-    Tries ``torch.load(weights_only=True)`` first.  Files holding pickled objects (official
-    ProMetaR / Dassl checkpoints pickle their warm-up scheduler) are then loaded with
-    ``weights_only=False`` if ``trusted_legacy`` (a note is printed; classes of modules that are
-    not installed, e.g. ``dassl``, become inert placeholders), else an error is raised.
-    ``map_location`` defaults to CPU when CUDA is unavailable.
-
-    Raises:
-        FileNotFoundError: ``Model not found at "<path>"`` when the file does not exist.
-    """
-    if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f'Model not found at "{path}"')
-    if map_location is None and not torch.cuda.is_available():
-        map_location = "cpu"
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not trusted_legacy:
-            raise pickle.UnpicklingError(
-                f'"{path}" contains pickled objects and cannot be loaded with weights_only=True; '
-                "pass trusted_legacy=True only if you trust the file"
-            ) from exc
-    print(f'Note: "{path}" is a legacy checkpoint with pickled objects; loading it with weights_only=False (trusted file)')
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except (ImportError, AttributeError):
-        return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_LenientPickle)
-    except UnicodeDecodeError:
-        return torch.load(path, map_location=map_location, weights_only=False, encoding="latin1")
 
 
 def find_resume_file(directory: str) -> Optional[str]:

@@ -65,3 +65,7 @@ class PartsBuilder(Protocol):
 
     def load_learner_state(self, model: PromptedCLIP, source: Any, strict: bool = True) -> Dict[str, Any]:
         """Load learner tensors from a checkpoint path or dict into `model`; returns the checkpoint dict."""
+
+    def load_trained_weights(self, model: PromptedCLIP, modulator: Optional[GradientModulator], directory: str,
+                             epoch: Optional[int] = None, map_location: Any = None) -> Dict[str, Any]:
+        """Strictly load a run folder's learner (and modulator) weights for evaluation."""

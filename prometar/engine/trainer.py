@@ -132,19 +132,10 @@ class Trainer:
         return int(main["epoch"])
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Eval-time weights: `<directory>/VLPromptLearner/model.pth.tar-<epoch>` (or `model-best.pth.tar`);
-        class-dependent state is rebuilt from this run's class names."""
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given")
-            return
-        path = checkpoint_path(directory, MODEL_NAME, epoch)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'Model not found at "{path}"')
-        checkpoint = self.builder.load_learner_state(self.model, path, strict=True)
-        print(f'Loading weights to {MODEL_NAME} from "{path}" (epoch = {checkpoint.get("epoch", epoch)})')
-        mod_path = checkpoint_path(directory, MODULATOR_NAME, epoch)
-        if self.parts.modulator is not None and os.path.isfile(mod_path):
-            self.parts.modulator.load_state_dict(load_checkpoint(mod_path, map_location=self.device)["state_dict"])
+        """Eval-time weights: `<directory>/VLPromptLearner/model.pth.tar-<epoch>` (or `model-best.pth.tar`) and the
+        modulator's, strictly (`build.load_trained_weights`); class-dependent state is rebuilt from this run's
+        class names."""
+        self.builder.load_trained_weights(self.model, self.parts.modulator, directory, epoch, map_location=self.device)
 
     # ------------------------------------------------------------------ loop
     def train(self) -> float:
