@@ -230,11 +230,12 @@ def engine(request, data_root, small_clip_path, tmp_path_factory):
     if request.param == "builtin":
         from prometar.cli import train_parser
         from prometar.config import load_cfg
+        from prometar import build
         from prometar.engine.trainer import Trainer
 
         args = train_parser().parse_args(_argv(data_root, out, small_clip_path))
         trainer = Trainer(load_cfg(args.dataset_config_file, args.config_file, args.opts, args=args),
-                          torch.device("cpu"))
+                          torch.device("cpu"), builder=build)
         return _Engine("builtin", trainer, trainer.model, trainer.parts.modulator)
     pytest.importorskip("dassl", reason="Dassl.pytorch is not installed (not on PyPI): the Dassl engine's "
                                         "load_model is tested only where it is")
