@@ -273,7 +273,7 @@ def curve_figure(histories: dict[int, list[dict[str, Any]]], title: str,
                 if seed in final:
                     ax.plot([max_epoch], [final[seed]], marker="D", color=colors[seed], linestyle="none")
                 ax.set_title("accuracy (%): " + ", ".join([_ACC_TITLES[a] for a in accs] +
-                                                          (["◆ final test"] if final else [])), fontsize=9)
+                                                          (["◆ final test (base classes)"] if final else [])), fontsize=9)
                 continue
             pts = [(a, b) for a, b in zip(x, y) if b is not None]
             if pts:
