@@ -141,3 +141,13 @@ def test_dassl_engine_history_and_resume(data_root, small_clip_path, tmp_path, m
     assert records[:2] == first
     # the meters are the epoch averages Dassl also sends to TensorBoard
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(out / "tensorboard"))
+
+
+def test_tensorboard_is_optional(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    h = EpochHistory(str(tmp_path), "builtin", tensorboard=True)
+    assert not h.tensorboard
+    h.record(1, 1, {"ce": 0.5}, {"opt": 0.1})
+    assert [r["epoch"] for r in read_history(str(tmp_path))] == [1] and not (tmp_path / "tensorboard").exists()
