@@ -246,7 +246,7 @@ def test_one_seed_one_dataset_has_no_std_and_no_average(tmp_path, capsys):
         assert "| Average" not in text
     rows = list(csv.DictReader(open(os.path.join(root, "report.csv"))))
     assert [r["dataset"] for r in rows] == ["eurosat"] and rows[0]["base_std"] == "" and rows[0]["hm_seed_std"] == ""
-    assert "no average (results on 1 dataset" in md
+    assert "No average: one dataset" in md
 
 
 def test_bar_figure_error_bars_values_and_range(tmp_path):

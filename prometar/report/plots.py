@@ -29,11 +29,11 @@ METER_TITLES = {
 _ACC_TITLES = {"train_acc": "train", "val_acc": "val", "test_acc": "test (during training)"}
 
 
-def _new_figure(width: float, height: float) -> Any:
+def _new_figure(width: float, height: float, layout: Optional[str] = None) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -89,7 +89,7 @@ def bar_figure(reports: Sequence[MethodReport], published: dict[str, Any]) -> An
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     panel_w = max(3.2, 0.42 * 3 * n_methods + 1.2)
-    fig = _new_figure(panel_w * ncols, 3.1 * nrows + 1.0)
+    fig = _new_figure(panel_w * ncols, 3.1 * nrows + 1.0, layout="constrained")
     colors = _colors(n_methods)
     width = 0.8 / n_methods
     rotate = n_methods >= 3
@@ -148,10 +148,7 @@ def bar_figure(reports: Sequence[MethodReport], published: dict[str, Any]) -> An
     what = "error bars: seed std" if seeds and max(seeds) > 1 else "one seed: no error bars"
     sep = "\n" if ncols == 1 else " "
     fig.suptitle(f"Base-to-new accuracy (%), mean over seeds{sep}({what}; y-axes do not start at 0)", fontsize=11)
-    legend_rows = math.ceil(len(names) / 4)
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, (0.25 + 0.2 * legend_rows) / fig.get_figheight(), 1,
-                           1 - (0.6 if ncols == 1 else 0.45) / fig.get_figheight()))
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), frameon=False, fontsize=9)
     return fig
 
 
@@ -175,7 +172,7 @@ def base_new_figure(reports: Sequence[MethodReport], published: dict[str, Any]) 
 
     ncols = min(3, max(1, len(reports)))
     nrows = math.ceil(max(1, len(reports)) / ncols)
-    fig = _new_figure(5.0 * ncols, 4.8 * nrows + 0.4)
+    fig = _new_figure(5.0 * ncols, 4.8 * nrows + 0.4, layout="constrained")
     points = [(s.base_mean, s.new_mean) for rep in reports for s in rep.datasets.values() if s.complete_pair]
     points += [(rep.average()[0], rep.average()[1]) for rep in reports if rep.average()[2] is not None]
     paper_avg = published.get("prometar", {}).get("average", {})
@@ -188,12 +185,15 @@ def base_new_figure(reports: Sequence[MethodReport], published: dict[str, Any]) 
     hm = 2 * bb * nn / (bb + nn)
     step = _hm_step(hi - lo)
     levels = np.arange(math.ceil(lo / step) * step, hi + 1e-9, step)
+    levels = levels[(levels > lo + step / 3) & (levels < hi - step / 3)]  # no label squeezed into a corner
     colors = _colors(max(1, len(reports)))
     for k, rep in enumerate(reports):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         if len(levels):
             cs = ax.contour(bb, nn, hm, levels=levels, colors="0.6", linewidths=0.8)
-            ax.clabel(cs, fmt=lambda v: f"HM {v:g}", fontsize=7, inline=True)
+            # labels where each curve meets the diagonal base = new (there HM = base = new)
+            ax.clabel(cs, fmt=lambda v: f"HM {v:g}", fontsize=7, inline=True,
+                      manual=[(float(v), float(v)) for v in levels])
         ax.plot([lo, hi], [lo, hi], color="0.85", linewidth=0.8, zorder=0)
         for d in ordered(rep.datasets):
             s = rep.datasets[d]
@@ -211,7 +211,7 @@ def base_new_figure(reports: Sequence[MethodReport], published: dict[str, Any]) 
             if full and "base" in paper_avg:
                 ax.plot([paper_avg["base"]], [paper_avg["new"]], marker="*", ms=14, color="white",
                         markeredgecolor="black", linestyle="none", label=f"ProMetaR paper (HM {paper_avg['hm']:.2f})")
-            ax.legend(fontsize=7, loc="upper left")
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
@@ -220,7 +220,6 @@ def base_new_figure(reports: Sequence[MethodReport], published: dict[str, Any]) 
         ax.set_title(rep.label, fontsize=10)
         ax.grid(alpha=0.2)
     fig.suptitle("Base vs new accuracy per dataset (grey: HM iso-curves; error bars: seed std)", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
@@ -248,7 +247,7 @@ def curve_figure(histories: dict[int, list[dict[str, Any]]], title: str,
     n_panels = max(1, len(panels))
     ncols = n_panels if n_panels <= 4 else min((4, 3, 5), key=lambda c: (-(n_panels % c == 0), -n_panels % c, c != 4))
     nrows = math.ceil(n_panels / ncols)
-    fig = _new_figure(3.4 * ncols, 2.5 * nrows + 0.9)
+    fig = _new_figure(3.4 * ncols, 2.5 * nrows + 0.9, layout="constrained")
     seeds = sorted(histories)
     colors = dict(zip(seeds, _colors(len(seeds))))
     styles = {"train_acc": ":", "val_acc": "-", "test_acc": "--"}
@@ -291,10 +290,9 @@ def curve_figure(histories: dict[int, list[dict[str, Any]]], title: str,
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colors[s], marker=".") for s in seeds]
-    fig.legend(handles, [f"seed {s}" for s in seeds], loc="lower center", ncol=max(1, len(seeds)), frameon=False,
-               fontsize=8)
+    fig.legend(handles, [f"seed {s}" for s in seeds], loc="outside lower center", ncol=max(1, len(seeds)),
+               frameon=False, fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1 - 0.4 / fig.get_figheight()))
     return fig
 
 

@@ -118,6 +118,10 @@ def seed_notes(reports: Sequence[MethodReport]) -> list[str]:
 def paper_comparison(reports: Sequence[MethodReport], published: dict[str, Any]) -> list[str]:
     """Sentences comparing each method's average with the paper's over the same datasets."""
     out = []
+    if not any(rep.average()[2] is not None for rep in reports):
+        n_datasets = len({d for rep in reports for d in rep.datasets})
+        return [f"No average: {'one dataset' if n_datasets == 1 else 'no method has results on two datasets'} "
+                f"(an average needs {MIN_AVERAGE_DATASETS} or more)."]
     for rep in reports:
         b, n, h, used = rep.average()
         if h is None:
