@@ -83,7 +83,7 @@ class EpochHistory:
     """Writes ``history.jsonl`` (and optionally TensorBoard events) for one output folder."""
 
     def __init__(self, output_dir: str, engine: str, tensorboard: bool = False,
-                 start_time: Optional[float] = None) -> None:
+                 start_time: Optional[float] = None, purge_step: Optional[int] = None) -> None:
         self.output_dir = output_dir
         self.path = os.path.join(output_dir, HISTORY_FILE)
         self.engine = engine
@@ -97,7 +97,8 @@ class EpochHistory:
             if SummaryWriter is not None:
                 log_dir = os.path.join(output_dir, TENSORBOARD_DIR)
                 os.makedirs(log_dir, exist_ok=True)
-                self._writer = SummaryWriter(log_dir=log_dir)
+                # purge_step: on resume, TensorBoard hides the events a killed run wrote from this step on
+                self._writer = SummaryWriter(log_dir=log_dir, purge_step=purge_step)
 
     @property
     def tensorboard(self) -> bool:
@@ -152,12 +153,13 @@ def record_epoch(trainer: Any, meters: Mapping[str, Any], engine: str, tensorboa
     """The engines' after-epoch hook: record ``trainer.epoch`` (0-based) of a trainer that has ``output_dir``,
     ``max_epoch``, ``parts`` (TrainerParts), ``time_start`` and optionally ``num_batches``; the
     :class:`EpochHistory` lives on the trainer as ``_epoch_history`` and is closed after the last epoch."""
-    history = trainer.__dict__.get("_epoch_history")
-    if history is None:
-        history = EpochHistory(trainer.output_dir, engine, tensorboard, getattr(trainer, "time_start", None))
-        trainer._epoch_history = history
     epoch = int(trainer.epoch)
     n = getattr(trainer, "num_batches", None)
+    history = trainer.__dict__.get("_epoch_history")
+    if history is None:
+        history = EpochHistory(trainer.output_dir, engine, tensorboard, getattr(trainer, "time_start", None),
+                               purge_step=epoch * n if n and epoch else None)
+        trainer._epoch_history = history
     meter_values = {k: getattr(m, "avg", m) for k, m in meters.items()}
     if "acc" in meter_values and "train_acc" not in accuracies:
         accuracies["train_acc"] = meter_values["acc"]
