@@ -95,7 +95,7 @@ def test_builtin_engine_history_and_resume(data_root, small_clip_path, tmp_path,
     events = os.listdir(out / "tensorboard") if (out / "tensorboard").is_dir() else []
     try:
         import torch.utils.tensorboard  # noqa: F401
-    except Exception:
+    except Exception:  # tensorboard absent: no events, no error
         assert events == []
     else:
         assert any(n.startswith("events.out.tfevents") for n in events)

@@ -127,8 +127,9 @@ def report_main(argv: Optional[Sequence[str]] = None) -> int:
     md_path = os.path.join(out_dir, "report.md")
     atomic_write_text(md_path, render_markdown(reports, published, source=os.path.abspath(b2n), figures=figures))
     written.insert(0, md_path)
-    shown = written if len(written) <= 6 else written[:4] + [f"and {len(written) - 4} training-curve PNGs in "
-                                                              f"{os.path.join(out_dir, 'curves')}"]
+    n_curves = len(written) - 4
+    shown = written if n_curves <= 2 else written[:4] + [f"and {n_curves} training-curve PNGs in "
+                                                         f"{os.path.join(out_dir, 'curves')}"]
     print("\nWrote " + ", ".join(shown))
     found_any = any(s.base or s.new for rep in reports for s in rep.datasets.values())
     return 0 if found_any else 1

@@ -53,15 +53,21 @@ def _save(fig: Any, path: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ bars
-def _panel_values(rep: MethodReport, panel: str) -> list[tuple[Optional[float], Optional[float]]]:
-    """(value, std) for Base, New, HM of one method in one panel (a dataset or "Average")."""
+def _panel_values(rep: MethodReport, panel: str) -> list[tuple[Optional[float], Optional[float], str]]:
+    """(value, std, note) for Base, New, HM of one method in one panel (a dataset or "Average"); the note
+    is ``n=2`` when seeds are missing."""
     if panel == "Average":
         b, n, h, _ = rep.average()
-        return [(b, None), (n, None), (h, None)]
+        return [(b, None, ""), (n, None, ""), (h, None, "")]
     s = rep.datasets.get(panel)
     if s is None:
-        return [(None, None)] * 3
-    return [(s.base_mean, s.base_std), (s.new_mean, s.new_std), (s.hm, s.hm_seed_std)]
+        return [(None, None, "")] * 3
+    k = len(s.expected_seeds)
+
+    def note(count: int) -> str:
+        return f"n={count}" if count < k else ""
+    return [(s.base_mean, s.base_std, note(len(s.base))), (s.new_mean, s.new_std, note(len(s.new))),
+            (s.hm, s.hm_seed_std, note(s.n_seeds))]
 
 
 def _paper_marks(panel: str, reports: Sequence[MethodReport], published: dict[str, Any]) -> dict[int, float]:
@@ -98,7 +104,7 @@ def bar_figure(reports: Sequence[MethodReport], published: dict[str, Any]) -> An
         lo, hi = math.inf, -math.inf
         labels = []
         for m, rep in enumerate(reports):
-            for g, (value, std) in enumerate(_panel_values(rep, panel)):
+            for g, (value, std, note) in enumerate(_panel_values(rep, panel)):
                 if value is None:
                     continue
                 x = g + (m - (n_methods - 1) / 2) * width
@@ -107,7 +113,7 @@ def bar_figure(reports: Sequence[MethodReport], published: dict[str, Any]) -> An
                        capsize=3, error_kw={"elinewidth": 1.0, "ecolor": "black"},
                        label=rep.label if (k == 0 and g == 0) else None)
                 lo, hi = min(lo, value - err), max(hi, value + err)
-                labels.append((x, value + err, value))
+                labels.append((x, value + err, f"{value:.1f}" + (("\n" if not rotate else " ") + note if note else "")))
         marks = _paper_marks(panel, reports, published)
         for g, value in marks.items():
             if value is None:
@@ -119,10 +125,10 @@ def bar_figure(reports: Sequence[MethodReport], published: dict[str, Any]) -> An
             lo, hi = 0.0, 100.0
         span = max(hi - lo, 3.0)
         bottom = max(0.0, lo - 0.45 * span)
-        top = hi + (0.32 if rotate else 0.16) * span
+        top = hi + (0.32 if rotate else 0.2) * span
         ax.set_ylim(bottom, top)
-        for x, y, value in labels:
-            ax.text(x, y + 0.02 * (top - bottom), f"{value:.1f}", ha="center", va="bottom", fontsize=7,
+        for x, y, text in labels:
+            ax.text(x, y + 0.02 * (top - bottom), text, ha="center", va="bottom", fontsize=7,
                     rotation=90 if rotate else 0, zorder=6,
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.4, "alpha": 0.8})
         ax.set_xticks(range(3))
@@ -271,8 +277,8 @@ def curve_figure(histories: dict[int, list[dict[str, Any]]], title: str,
                         ax.plot(*zip(*pts), linestyle=styles[acc], marker=".", color=colors[seed])
                 if seed in final:
                     ax.plot([max_epoch], [final[seed]], marker="D", color=colors[seed], linestyle="none")
-                ax.set_title("accuracy (%): " + ", ".join([_ACC_TITLES[a] for a in accs] +
-                                                          (["◆ final test (base classes)"] if final else [])), fontsize=9)
+                parts = [_ACC_TITLES[a] for a in accs] + (["◆ final test (base classes)"] if final else [])
+                ax.set_title("accuracy (%): " + ", ".join(parts), fontsize=9)
                 continue
             pts = [(a, b) for a, b in zip(x, y) if b is not None]
             if pts:

@@ -27,6 +27,7 @@ SPLITS = ("train_base", "test_base", "test_new")
 _SEED_RE = re.compile(r"^seed(-?\d+)$")
 _SHOTS_RE = re.compile(r"^shots_(-?\d+)$")
 
+
 # --------------------------------------------------------------------------------------------
 # log parsing
 # --------------------------------------------------------------------------------------------
@@ -361,5 +362,3 @@ def ordered(datasets: Sequence[str] | dict) -> list[str]:
     names = list(datasets)
     known = [d for d in _PUBLISHED_ORDER if d in names]
     return known + sorted(d for d in names if d not in _PUBLISHED_ORDER)
-
-

@@ -141,7 +141,8 @@ def paper_comparison(reports: Sequence[MethodReport], published: dict[str, Any])
         else:
             ours = rep.mean_hm(paper_used)
             extra = [d for d in used if d not in paper_used]
-            text = (f"{rep.label}: paper average over the {len(paper_used)} dataset{'s' if len(paper_used) != 1 else ''}"
+            plural = "s" if len(paper_used) != 1 else ""
+            text = (f"{rep.label}: paper average over the {len(paper_used)} dataset{plural}"
                     f" run ({_names(paper_used, published)}): {value:.2f} (mean of the published per-dataset HMs; "
                     f"the paper lists no per-dataset base / new); this run, same datasets, same way: "
                     f"{fmt(ours)}.")
