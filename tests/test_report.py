@@ -109,7 +109,7 @@ def test_report_tables_and_files(tmp_path, capsys):
     assert by[(ivlp, "eurosat")]["new_n"] == "2" and by[(ivlp, "eurosat")]["partial"] == "1"
     assert float(by[(ivlp, "eurosat")]["new_mean"]) == pytest.approx((68.0 + 69.5) / 2, abs=1e-4)
     assert by[(ivlp, "dtd")]["hm"] == "" and by[(ivlp, "dtd")]["base_n"] == "2"
-    assert by[(ivlp, "average")]["base_n"] == "1"  # only eurosat has both base and new
+    assert (ivlp, "average") not in by  # only eurosat has both base and new: no average over one dataset
     md = open(os.path.join(root, "report.md")).read()
     assert "(n=2)†" in md and "Missing or partial runs" in md
     assert "eurosat seed3 new: run missing" in md
@@ -226,3 +226,107 @@ def test_base2new_all(fake_env):
     assert n_calls == 5  # 2 train + 2 test + report
     r = _sh(env, "base2new_all.sh")
     assert r.stdout.count("Skip") == 4
+
+
+# ---------------------------------------------------------------- what the report shows (issue: a sweep's report)
+def _one_seed_one_dataset(root):
+    _put(root, "train_base", "eurosat", 1, _log(90.5, train=True))
+    _put(root, "test_new", "eurosat", 1, _log(70.25))
+
+
+def test_one_seed_one_dataset_has_no_std_and_no_average(tmp_path, capsys):
+    root = str(tmp_path / "output")
+    _one_seed_one_dataset(root)
+    assert report_main([root]) == 0
+    out = capsys.readouterr().out
+    md = open(os.path.join(root, "report.md")).read()
+    for text in (md, out):
+        assert "± 0.00" not in text and not [ln for ln in text.splitlines() if ln.startswith("| ") and "±" in ln]
+        assert "90.50" in text and "70.25" in text and "n=1" in text
+        assert "| Average" not in text
+    rows = list(csv.DictReader(open(os.path.join(root, "report.csv"))))
+    assert [r["dataset"] for r in rows] == ["eurosat"] and rows[0]["base_std"] == "" and rows[0]["hm_seed_std"] == ""
+    assert "No average: one dataset" in md
+
+
+def test_bar_figure_error_bars_values_and_range(tmp_path):
+    from prometar.report import scan_base2new, summarize
+    from prometar.report.plots import bar_figure
+
+    root = str(tmp_path / "output")
+    base, new = _tree(root)
+    reports = summarize(scan_base2new(os.path.join(root, "base2new")))
+    fig = bar_figure(reports, load_published())
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert set(axes) == {"DTD", "EuroSAT", "Average (2 datasets)"}
+    ax = axes["EuroSAT"]
+    mean, std = sum(base.values()) / 3, 0.816497
+    bars = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
+    segments = [seg for c in bars for seg in c.errorbar.lines[2][0].get_segments()]
+    assert any(abs(s[0][1] - (mean - std)) < 1e-3 and abs(s[1][1] - (mean + std)) < 1e-3 for s in segments)
+    texts = [t.get_text() for t in ax.texts]
+    assert f"{mean:.1f}" in texts and f"{sum(new.values()) / 3:.1f}" in texts
+    low, high = ax.get_ylim()
+    assert low > 40 and high - low < 40  # a one-point difference is visible (not a 0-100 axis)
+    # the Average panel has the paper's average over the same two datasets as a marker
+    pub = load_published()["prometar"]["hm"]
+    segs = [s for coll in axes["Average (2 datasets)"].collections for s in coll.get_segments()]
+    assert any(abs(s[0][1] - (pub["dtd"] + pub["eurosat"]) / 2) < 1e-6 for s in segs)
+
+
+def test_one_dataset_figure_has_no_average_panel(tmp_path):
+    from prometar.report import scan_base2new, summarize
+    from prometar.report.plots import bar_figure
+
+    root = str(tmp_path / "output")
+    _one_seed_one_dataset(root)
+    fig = bar_figure(summarize(scan_base2new(os.path.join(root, "base2new"))), load_published())
+    assert [ax.get_title() for ax in fig.axes] == ["EuroSAT"]
+    assert not [c for ax in fig.axes for c in ax.containers if getattr(c, "errorbar", None) is not None]
+
+
+def test_paper_average_over_the_same_datasets(tmp_path):
+    from prometar.report import paper_average
+
+    pub = load_published()
+    value, used, full = paper_average(pub, ["eurosat", "dtd", "prometar_world"])
+    assert used == ["dtd", "eurosat"] and not full
+    assert value == pytest.approx((pub["prometar"]["hm"]["dtd"] + pub["prometar"]["hm"]["eurosat"]) / 2)
+    assert paper_average(pub, list(pub["prometar"]["hm"])) == (pub["prometar"]["average"]["hm"],
+                                                               pub["datasets"], True)
+    assert paper_average(pub, ["prometar_world"]) == (None, [], False)
+    root = str(tmp_path / "output")
+    _tree(root)
+    assert report_main([root, "--no-plot"]) == 0
+    md = open(os.path.join(root, "report.md")).read()
+    assert f"paper average over the 2 datasets run (DTD, EuroSAT): {value:.2f}" in md
+    assert f"| {value:.2f}§" in md  # the Average row's paper cell
+    rows = {(r["config"], r["dataset"]): r for r in csv.DictReader(open(os.path.join(root, "report.csv")))}
+    avg = rows[(CFG, "average")]
+    assert float(avg["paper_hm"]) == pytest.approx(value, abs=1e-4) and avg["paper_datasets"] == "dtd eurosat"
+
+
+def test_base_new_plot_and_training_curves(tmp_path):
+    import json
+
+    from prometar.report import scan_base2new, summarize
+    from prometar.report.plots import base_new_figure
+
+    root = str(tmp_path / "output")
+    _tree(root)
+    for seed in (1, 2):
+        d = os.path.join(root, "base2new", "train_base", "eurosat", "shots_16", "ProMetaR", CFG, f"seed{seed}")
+        recs = [{"epoch": e, "max_epoch": 3, "meters": {"ce": 1.0 / e, "reg_text": 0.5, "meta": 1.0},
+                 "lr": {"VLPromptLearner": 0.002 / e}, "val_acc": 60.0 + e} for e in (1, 2, 3)]
+        with open(os.path.join(d, "history.jsonl"), "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in recs))
+    assert report_main([root]) == 0
+    assert os.path.getsize(os.path.join(root, "report_base_new.png")) > 0
+    curve = os.path.join(root, "curves", f"eurosat__ProMetaR__{CFG}.png")
+    assert os.path.getsize(curve) > 0 and os.listdir(os.path.join(root, "curves")) == [os.path.basename(curve)]
+    md = open(os.path.join(root, "report.md")).read()
+    assert "(report_base_new.png)" in md and f"(curves/eurosat__ProMetaR__{CFG}.png)" in md
+    fig = base_new_figure(summarize(scan_base2new(os.path.join(root, "base2new"))), load_published())
+    assert len(fig.axes) == 2
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert any(t.startswith("HM ") for t in labels) and "EuroSAT" in labels  # iso-curve labels, dataset points

@@ -133,6 +133,21 @@ def _build_class() -> type:
         def model_inference(self, input):
             return self.model(input)
 
+        def write_scalar(self, tag, scalar_value, global_step=None):
+            """Dassl's TensorBoard write; also keeps the epoch's last value of each tag for history.jsonl
+            (``train/<meter>`` at the last batch is the epoch average; ``val/accuracy`` the epoch's val)."""
+            super().write_scalar(tag, scalar_value, global_step)
+            self.__dict__.setdefault("_epoch_scalars", {})[tag] = scalar_value
+
+        def after_epoch(self):
+            super().after_epoch()
+            from ..engine.history import record_epoch
+
+            scalars = self.__dict__.pop("_epoch_scalars", {})
+            meters = {t[6:]: v for t, v in scalars.items() if t.startswith("train/") and t != "train/lr"}
+            accs = {f"{t.split('/')[0]}_acc": v for t, v in scalars.items() if t.endswith("/accuracy")}
+            record_epoch(self, meters, "dassl", **accs)
+
         def load_model(self, directory, epoch=None):
             """CoOp-family loading of ``<directory>/<name>/model-best.pth.tar`` or ``model.pth.tar-<epoch>``, strict
             and without running code from the files (``prometar.build.load_trained_weights``).

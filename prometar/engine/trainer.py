@@ -20,6 +20,7 @@ from tqdm import tqdm
 from .parts import MODEL_NAME, MODULATOR_NAME, PartsBuilder, pick_device
 from .checkpoint import checkpoint_path, find_resume_file, load_checkpoint, make_checkpoint, save_checkpoint
 from .evaluator import build_evaluator
+from .history import record_epoch
 from .meters import AverageMeter, MetricMeter, format_duration, format_progress, should_print
 
 __all__ = ["Trainer", "TrainingDiverged", "rng_state", "set_rng_state"]
@@ -177,13 +178,17 @@ class Trainer:
                                       data_time, losses, lr))
             end = time.time()
         bar.close()
+        self.epoch_meters = losses  # read by after_epoch's history record
 
     def after_epoch(self) -> None:
+        result = None
         if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
             result = self.test(split="val")
             if result > self.best_result:
                 self.best_result = result
                 self.save_model(self.epoch, val_result=result, model_name="model-best.pth.tar")
+        # history.jsonl (+ TensorBoard events) before the checkpoint: a crash in between redoes this epoch
+        record_epoch(self, self.epoch_meters.meters, "builtin", tensorboard=True, val_acc=result)
         self.last_checkpoint = self.save_model(self.epoch)
         self._prune(self.epoch)
 

@@ -1,0 +1,364 @@
+"""Reading a base-to-new output tree: log parsing, the finished/partial rule, seed statistics, published numbers.
+
+A seed folder's result is read like ``parse_test_res.py --test-log``: the last ``* accuracy: x%`` after a
+``=> result`` line.  In a training log (one with progress lines or a ``Finish training`` / ``Finished
+training`` line) only a result printed after the end-of-training line counts, so a crashed run never reports
+a validation accuracy.  :func:`parse_log` is the one place that decides whether a run is finished.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Optional, Sequence
+
+__all__ = [
+    "LogResult", "DatasetStats", "MethodReport", "Runs", "END_SIGNALS", "RESULT_SIGNAL", "SPLITS",
+    "harmonic_mean", "parse_log", "read_run", "find_base2new_dir", "scan_base2new", "summarize",
+    "load_published", "paper_average", "ordered", "MIN_AVERAGE_DATASETS",
+]
+
+END_SIGNALS = ("Finish training", "Finished training")
+RESULT_SIGNAL = "=> result"
+SPLITS = ("train_base", "test_base", "test_new")
+_SEED_RE = re.compile(r"^seed(-?\d+)$")
+_SHOTS_RE = re.compile(r"^shots_(-?\d+)$")
+
+
+# --------------------------------------------------------------------------------------------
+# log parsing
+# --------------------------------------------------------------------------------------------
+@dataclass
+class LogResult:
+    """What one seed folder gave: ``accuracy`` (None if unusable), a status and the log read."""
+
+    accuracy: Optional[float]
+    status: str  # "ok", "no-log", "no-result", "unfinished"
+    path: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.accuracy is not None
+
+
+def parse_log(path: str, keyword: str = "accuracy") -> LogResult:
+    """Parse one Dassl ``log.txt`` (see module doc for the rules)."""
+    if not os.path.isfile(path):
+        return LogResult(None, "no-log", path)
+    regex = re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
+    armed = False
+    training = False
+    end_line = -1
+    value: Optional[float] = None
+    value_line = -1
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
+        for i, raw in enumerate(f):
+            line = raw.strip()
+            if line in END_SIGNALS:
+                training = True
+                end_line = i
+            elif line.startswith("epoch [") and " batch [" in line:
+                training = True
+            if line == RESULT_SIGNAL:
+                armed = True
+            if armed:
+                match = regex.search(line)
+                if match:
+                    try:
+                        value, value_line = float(match.group(1)), i
+                    except ValueError:
+                        pass
+    if training and (end_line < 0 or value_line < end_line):
+        return LogResult(None, "unfinished", path)
+    if value is None:
+        return LogResult(None, "no-result", path)
+    return LogResult(value, "ok", path)
+
+
+def read_run(seed_dir: str, keyword: str = "accuracy") -> LogResult:
+    """Result of one seed folder: ``log.txt``; if it has none, the newest ``log.txt-<time>`` that has
+    one (Dassl writes a re-run's log there when ``log.txt`` exists)."""
+    main = parse_log(os.path.join(seed_dir, "log.txt"), keyword)
+    if main.ok:
+        return main
+    try:
+        extra = sorted((n for n in os.listdir(seed_dir) if n.startswith("log.txt-")), reverse=True)
+    except OSError:
+        extra = []
+    for name in extra:
+        res = parse_log(os.path.join(seed_dir, name), keyword)
+        if res.ok:
+            return res
+    return main
+
+
+# --------------------------------------------------------------------------------------------
+# scanning
+# --------------------------------------------------------------------------------------------
+def _subdirs(path: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
+    except OSError:
+        return []
+
+
+def find_base2new_dir(root: str) -> Optional[str]:
+    """``root/base2new`` if it exists, else ``root`` if it holds a split folder, else None."""
+    candidate = os.path.join(root, "base2new")
+    if os.path.isdir(candidate):
+        return candidate
+    if any(os.path.isdir(os.path.join(root, s)) for s in SPLITS):
+        return root
+    return None
+
+
+# runs[(trainer, cfg, shots)][dataset][split][seed] = LogResult
+Runs = dict[tuple[str, str, int], dict[str, dict[str, dict[int, LogResult]]]]
+
+
+def scan_base2new(b2n_dir: str, keyword: str = "accuracy") -> Runs:
+    """Read every ``<split>/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>`` under ``b2n_dir``."""
+    runs: Runs = {}
+    for split in SPLITS:
+        split_dir = os.path.join(b2n_dir, split)
+        for dataset in _subdirs(split_dir):
+            for shots_name in _subdirs(os.path.join(split_dir, dataset)):
+                m = _SHOTS_RE.match(shots_name)
+                if not m:
+                    continue
+                shots = int(m.group(1))
+                shots_dir = os.path.join(split_dir, dataset, shots_name)
+                for trainer in _subdirs(shots_dir):
+                    for cfg in _subdirs(os.path.join(shots_dir, trainer)):
+                        cfg_dir = os.path.join(shots_dir, trainer, cfg)
+                        for seed_name in _subdirs(cfg_dir):
+                            sm = _SEED_RE.match(seed_name)
+                            if not sm:
+                                continue
+                            res = read_run(os.path.join(cfg_dir, seed_name), keyword)
+                            per_split = runs.setdefault((trainer, cfg, shots), {}).setdefault(dataset, {})
+                            per_split.setdefault(split, {})[int(sm.group(1))] = res
+    return runs
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+def harmonic_mean(base: Optional[float], new: Optional[float]) -> Optional[float]:
+    """2BN/(B+N); None if either is missing; 0 if both are 0."""
+    if base is None or new is None:
+        return None
+    return 2.0 * base * new / (base + new) if base + new else 0.0
+
+
+def _mean_std(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]:
+    """Mean and population std; the std is None for fewer than two values (one seed has no spread)."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+@dataclass
+class DatasetStats:
+    """Seed statistics of one method on one dataset."""
+
+    dataset: str
+    base: dict[int, float] = field(default_factory=dict)
+    new: dict[int, float] = field(default_factory=dict)
+    expected_seeds: tuple[int, ...] = ()
+
+    @property
+    def base_mean(self) -> Optional[float]:
+        return _mean_std(list(self.base.values()))[0]
+
+    @property
+    def base_std(self) -> Optional[float]:
+        return _mean_std(list(self.base.values()))[1]
+
+    @property
+    def new_mean(self) -> Optional[float]:
+        return _mean_std(list(self.new.values()))[0]
+
+    @property
+    def new_std(self) -> Optional[float]:
+        return _mean_std(list(self.new.values()))[1]
+
+    @property
+    def hm(self) -> Optional[float]:
+        return harmonic_mean(self.base_mean, self.new_mean)
+
+    @property
+    def hm_seed_std(self) -> Optional[float]:
+        """Population std of per-seed HMs (seeds having both results)."""
+        seeds = sorted(set(self.base) & set(self.new))
+        return _mean_std([harmonic_mean(self.base[s], self.new[s]) for s in seeds])[1]
+
+    @property
+    def n_seeds(self) -> int:
+        """Seeds having both a base and a new result."""
+        return len(set(self.base) & set(self.new))
+
+    @property
+    def partial(self) -> bool:
+        """Some expected seed lacks a base or a new result."""
+        want = set(self.expected_seeds)
+        return not (want <= set(self.base) and want <= set(self.new))
+
+    @property
+    def complete_pair(self) -> bool:
+        """Has at least one base and one new result (so an HM exists)."""
+        return bool(self.base) and bool(self.new)
+
+
+#: An average is shown only over at least this many datasets (over one it would repeat that dataset).
+MIN_AVERAGE_DATASETS = 2
+
+
+@dataclass
+class MethodReport:
+    """All datasets of one (trainer, config, shots) group, plus the problems found."""
+
+    trainer: str
+    config: str
+    shots: int
+    datasets: dict[str, DatasetStats] = field(default_factory=dict)
+    issues: list[str] = field(default_factory=list)
+
+    label_override: str = ""
+
+    @property
+    def label(self) -> str:
+        """``trainer/config`` (+ shots when not 16), or the shorter label set by :func:`summarize`."""
+        if self.label_override:
+            return self.label_override
+        text = f"{self.trainer}/{self.config}"
+        return text if self.shots == 16 else f"{text} ({self.shots} shots)"
+
+    def mean_hm(self, datasets: Sequence[str]) -> Optional[float]:
+        """Mean of the per-dataset HMs over ``datasets`` (the paper's per-dataset numbers are HMs only)."""
+        values = [self.datasets[d].hm for d in datasets if d in self.datasets and self.datasets[d].hm is not None]
+        return sum(values) / len(values) if values and len(values) == len(datasets) else None
+
+    def average(self) -> tuple[Optional[float], Optional[float], Optional[float], list[str]]:
+        """(B̄, N̄, HM(B̄, N̄), datasets used): over datasets with both a base and a new result; all None
+        (and the datasets that have both) when fewer than :data:`MIN_AVERAGE_DATASETS` have both."""
+        used = [d for d, s in self.datasets.items() if s.complete_pair]
+        if len(used) < MIN_AVERAGE_DATASETS:
+            return None, None, None, used
+        b = sum(self.datasets[d].base_mean for d in used) / len(used)
+        n = sum(self.datasets[d].new_mean for d in used) / len(used)
+        return b, n, harmonic_mean(b, n), used
+
+
+def _describe(res: LogResult) -> str:
+    return {
+        "no-log": "no log.txt",
+        "no-result": "log has no '=> result' accuracy",
+        "unfinished": "training did not finish (no result after 'Finish training')",
+    }.get(res.status, res.status)
+
+
+def summarize(runs: Runs) -> list[MethodReport]:
+    """Turn scanned runs into per-method statistics and an explicit list of problems."""
+    reports = []
+    for (trainer, cfg, shots) in sorted(runs):
+        per_dataset = runs[(trainer, cfg, shots)]
+        seeds: set[int] = set()
+        for splits in per_dataset.values():
+            for by_seed in splits.values():
+                seeds.update(by_seed)
+        expected = tuple(sorted(seeds))
+        rep = MethodReport(trainer, cfg, shots)
+        for dataset in ordered(per_dataset):
+            splits = per_dataset[dataset]
+            stats = DatasetStats(dataset, expected_seeds=expected)
+            train, test_base, test_new = (splits.get(s, {}) for s in SPLITS)
+            for seed in expected:
+                res = train.get(seed)
+                if (res is None or not res.ok) and seed in test_base and test_base[seed].ok:
+                    res = test_base[seed]
+                if res is not None and res.ok:
+                    stats.base[seed] = res.accuracy
+                elif res is not None:
+                    rep.issues.append(f"{dataset} seed{seed} base: {_describe(res)} ({res.path})")
+                else:
+                    rep.issues.append(f"{dataset} seed{seed} base: run missing (no train_base/.../seed{seed})")
+                res = test_new.get(seed)
+                if res is not None and res.ok:
+                    stats.new[seed] = res.accuracy
+                elif res is not None:
+                    rep.issues.append(f"{dataset} seed{seed} new: {_describe(res)} ({res.path})")
+                else:
+                    rep.issues.append(f"{dataset} seed{seed} new: run missing (no test_new/.../seed{seed})")
+            if not stats.base and not stats.new:
+                rep.issues.append(f"{dataset}: no usable result at all (left out of the table's averages)")
+            elif not stats.new:
+                rep.issues.append(f"{dataset}: no new-class result, HM unavailable (left out of the average)")
+            elif not stats.base:
+                rep.issues.append(f"{dataset}: no base-class result, HM unavailable (left out of the average)")
+            elif stats.partial:
+                rep.issues.append(
+                    f"{dataset}: partial seeds (base n={len(stats.base)}, new n={len(stats.new)} "
+                    f"of {len(expected)}); shown and averaged as marked"
+                )
+            rep.datasets[dataset] = stats
+        reports.append(rep)
+    _shorten_labels(reports)
+    return reports
+
+
+def _shorten_labels(reports: list[MethodReport]) -> None:
+    """Drop the part of the label that all methods share (trainer or config), if unambiguous."""
+    if len(reports) < 2:
+        return
+    for parts in (lambda r: r.trainer, lambda r: r.config):
+        labels = [parts(r) + ("" if r.shots == 16 else f" ({r.shots} shots)") for r in reports]
+        if len(set(labels)) == len(labels):
+            for rep, label in zip(reports, labels):
+                rep.label_override = label
+            return
+
+
+# --------------------------------------------------------------------------------------------
+# published numbers
+# --------------------------------------------------------------------------------------------
+def load_published() -> dict[str, Any]:
+    """The published ProMetaR numbers shipped as ``prometar/assets/published.json``."""
+    text = resources.files("prometar").joinpath("assets/published.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+_PUBLISHED_ORDER = [
+    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
+]
+
+
+def paper_average(published: dict[str, Any], datasets: Sequence[str]) -> tuple[Optional[float], list[str], bool]:
+    """The paper's average HM comparable to an average over ``datasets``: (value, paper datasets used, full).
+
+    Over all 11 datasets it is the published average (HM of the averaged base and new); over a subset it is
+    the mean of the published per-dataset HMs over the datasets run that the paper lists (the paper gives
+    no per-dataset base / new here), so compare it with :meth:`MethodReport.mean_hm` over the same list.
+    """
+    paper = published.get("prometar", {})
+    hm = paper.get("hm", {})
+    used = [d for d in ordered(datasets) if d in hm]
+    if not used:
+        return None, [], False
+    if set(used) == set(hm) and "hm" in paper.get("average", {}):
+        return float(paper["average"]["hm"]), used, True
+    return sum(hm[d] for d in used) / len(used), used, False
+
+
+def ordered(datasets: Sequence[str] | dict) -> list[str]:
+    """Dataset names in the paper's order, others after them alphabetically."""
+    names = list(datasets)
+    known = [d for d in _PUBLISHED_ORDER if d in names]
+    return known + sorted(d for d in names if d not in _PUBLISHED_ORDER)
