@@ -194,6 +194,7 @@ class SubmititBackend:
         self.folder = folder
         self.parallelism = max(1, int(parallelism))
         self.cpus_per_job = max(1, int(cpus_per_job))
+        self.threads = self.cpus_per_job
         self.lost_grace_s = lost_grace_s
         params: Dict[str, Any] = {"timeout_min": int(timeout_min), "cpus_per_task": self.cpus_per_job,
                                   "name": name, "nodes": 1, "tasks_per_node": 1}

@@ -243,7 +243,9 @@ class Sweep:
         return {
             "sweep": {
                 "protocol": self.protocol, "argv": self.argv, "output": self.output, "sweep_dir": self.sweep_dir,
-                "backend": self.backend.name, "backend_detail": self.backend.describe(), "retries": self.retries,
+                "backend": self.backend.name, "backend_detail": self.backend.describe(),
+                "parallelism": self.backend.parallelism, "threads_per_job": self.backend.threads,
+                "retries": self.retries,
                 "state": self.state, "started": self.started_iso, "updated": _now_iso(),
                 "elapsed_s": round(time.time() - self.started, 3),
             },
