@@ -3,6 +3,7 @@ base-to-new sweeps (tiny CLIP, generated datasets) on local workers, submitit's 
 one-node Slurm cluster, each checked against the same jobs run one by one."""
 import io
 import json
+import re
 import os
 import shutil
 import signal
@@ -236,6 +237,22 @@ def test_second_driver_on_the_same_sweep_is_refused(tmp_path, monkeypatch):
             second.run()
     finally:
         t.join()
+
+
+def test_tasks_of_a_killed_slurm_driver_that_still_run_are_not_started_twice(tmp_path):
+    sweep, _ = _fake_sweep(tmp_path)
+    first = sweep.order[0]
+    Path(sweep.summary_path).parent.mkdir(parents=True)
+    Path(sweep.summary_path).write_text(json.dumps({"jobs": [{"id": first, "state": "running", "backend_id": "41_0"}]}))
+
+    class StillQueued(LocalBackend):
+        def still_active(self, ids):
+            return [i for i in ids if i == "41_0"]
+
+    sweep.backend = StillQueued([None], 1)
+    with pytest.raises(RuntimeError, match=r"still queued or running \(41_0: " + re.escape(first)):
+        sweep.run()
+    assert not Path(sweep.records[first].job.output_dir).exists()  # nothing started
 
 
 def test_progress_line_on_a_terminal_rewrites_one_line():

@@ -308,6 +308,13 @@ class SubmititBackend:
     def running_launches(self) -> List[Launch]:
         return list(self.running)
 
+    def still_active(self, backend_ids: Sequence[str]) -> List[str]:
+        """Those of ``backend_ids`` (from an earlier driver of this sweep) that Slurm still runs or queues."""
+        if self.cluster != "slurm" or not backend_ids:
+            return []
+        states = self._slurm_states() or {}
+        return [i for i in backend_ids if states.get(i) in _SLURM_ACTIVE]
+
     def cancel(self, grace_s: float = 10.0) -> None:
         """Cancel every submitted task that has not ended (scancel on Slurm)."""
         if not self.running:

@@ -51,8 +51,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     g.add_argument("--test-sub", choices=["new", "base", "all"], default="new",
                    help="base2new: classes of the evaluation job (default new)")
     g.add_argument("--source", default="imagenet", help="xd: training dataset (default imagenet)")
-    g.add_argument("--python", default=os.environ.get("PYTHON", ""),
-                   help="python command line for the jobs (default: this interpreter)")
+    g.add_argument("--python", default="",
+                   help="python command line for the jobs, e.g. 'python -X faulthandler' (default: this interpreter)")
     g = p.add_argument_group("how to run")
     g.add_argument("--backend", choices=["local", "slurm", "submitit-local"], default="local",
                    help="local: worker processes here; slurm: Slurm job arrays via submitit; submitit-local: "

@@ -265,6 +265,21 @@ class Sweep:
         except (OSError, ValueError, KeyError, TypeError):
             return {}
 
+    def _refuse_if_earlier_tasks_run(self, previous: Dict[str, Dict[str, Any]]) -> None:
+        """A driver that was killed cannot cancel its Slurm tasks: do not start a second copy of a job that
+        still runs (both would write the same folder)."""
+        check = getattr(self.backend, "still_active", None)
+        if check is None:
+            return
+        ids = {j.get("backend_id"): rid for rid, j in previous.items()
+               if j.get("state") == RUNNING and j.get("backend_id") and self.records.get(rid)
+               and self.records[rid].state == QUEUED}
+        active = check(list(ids))
+        if active:
+            raise RuntimeError(f"{len(active)} job(s) of an earlier run of this sweep are still queued or running "
+                               f"({', '.join(active)}: {', '.join(ids[a] for a in active[:3])}"
+                               f"{' ...' if len(active) > 3 else ''}); wait for them or scancel them, then re-run")
+
     def _skip_finished(self) -> None:
         previous = self._previous()
         for rid in self.order:
@@ -279,6 +294,7 @@ class Sweep:
             rec.command = list(old.get("argv") or [])
             rec.stdout = old.get("stdout", "")
             self._say(f"Skip {rec.job.label()}: finished run in {rec.job.output_dir}")
+        self._refuse_if_earlier_tasks_run(previous)
 
     def _prepare(self, rec: JobRecord) -> Optional[Launch]:
         """The launch of ``rec``'s next attempt, or None (job failed: no model to load)."""
