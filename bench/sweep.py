@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `_common` when imported from elsewhere
-from _common import REPO_ROOT, ensure_repo_on_path, write_json  # noqa: E402
+from _common import ensure_repo_on_path, write_json  # noqa: E402
 
 ensure_repo_on_path()
 
@@ -139,8 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         result = cpu_bench(args, work)
         result.update({"epochs": args.epochs, "shots": args.shots, "cpu_count": os.cpu_count(),
-                       "protocol": "base2new prometar_world, seeds 1 2, bundled prometar-world CLIP, CPU",
-                       "repo": str(REPO_ROOT)})
+                       "protocol": "base2new prometar_world, seeds 1 2, bundled prometar-world CLIP, CPU"})
         if args.gpu_ks:
             result["gpu"] = gpu_bench(args, work)
     if args.json:
