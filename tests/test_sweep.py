@@ -114,7 +114,8 @@ def test_threads_and_gpu_placement(tmp_path):
 
     from prometar.sweep.backends import Launch
 
-    code = "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ['OMP_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])"
+    code = ("import os; e = os.environ; "
+            "print(e.get('CUDA_VISIBLE_DEVICES'), e['OMP_NUM_THREADS'], e['MKL_NUM_THREADS'])")
     local = LocalBackend(["0", "1"], threads=3)
     outs = [str(tmp_path / f"o{i}.txt") for i in range(2)]
     local.submit([Launch(f"j{i}", 0, [sys.executable, "-c", code], str(tmp_path), {}, outs[i]) for i in range(2)])

@@ -170,6 +170,7 @@ class LocalBackend:
 _SLURM_ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
                  "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
 
+
 class SubmititBackend:
     """Jobs through submitit: ``cluster="slurm"`` (one Slurm job array per dependency level, submitted when the
     previous level has ended) or ``cluster="local"`` (submitit's local executor, up to ``parallelism`` at once;
@@ -182,7 +183,7 @@ class SubmititBackend:
                  sbatch: Optional[Dict[str, str]] = None, setup: Sequence[str] = (), name: str = "prometar-sweep",
                  lost_grace_s: float = 10.0) -> None:
         try:
-            import submitit  # noqa: F401
+            import submitit  # noqa: F401  (checked here, used in _executor)
         except ImportError as exc:
             raise RuntimeError(f"the {cluster} backend needs submitit ({exc}): pip install -e \".[slurm]\" "
                                f"(or pip install submitit)") from exc

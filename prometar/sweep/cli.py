@@ -19,7 +19,7 @@ import shlex
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from .backends import LocalBackend, SubmititBackend, cpu_count, threads_per_job
+from .backends import LocalBackend, SubmititBackend, threads_per_job
 from .jobs import BASE2NEW_DATASETS, XD_TARGETS, Job, SweepSpec, build_jobs, default_launcher
 from .runner import Sweep, sweep_name
 

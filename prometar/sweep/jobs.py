@@ -11,7 +11,8 @@ Base-to-new (per dataset, seed and trainer config)::
 
 Cross-dataset / domain generalisation (per seed and config; source dataset imagenet)::
 
-    xd_train:   ... --output-dir OUT/imagenet/T/CFG_Kshots/seedS [EXTRA] DATASET.NUM_SHOTS K DATASET.SUBSAMPLE_CLASSES all
+    xd_train:   ... --output-dir OUT/imagenet/T/CFG_Kshots/seedS [EXTRA]
+                DATASET.NUM_SHOTS K DATASET.SUBSAMPLE_CLASSES all
     xd_test:    ... --output-dir OUT/evaluation/T/CFG_Kshots/D/seedS --model-dir <xd_train folder> --load-epoch E
                 --eval-only [EXTRA] DATASET.SUBSAMPLE_CLASSES all                (depends on xd_train)
 
