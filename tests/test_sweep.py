@@ -417,11 +417,16 @@ def _slurm_unavailable():
     return ""
 
 
-def test_real_slurm_cancel_one_task_then_rerun_equals_one_by_one(setup, reference, tmp_path, capsys):
+@pytest.fixture
+def slurm_cluster():
+    """Skips (saying why) unless submitit is installed and a Slurm node takes jobs; before the costly fixtures."""
     pytest.importorskip("submitit", reason="submitit not installed (pip install -e \".[slurm]\")")
     reason = _slurm_unavailable()
     if reason:
         pytest.skip(reason)
+
+
+def test_real_slurm_cancel_one_task_then_rerun_equals_one_by_one(slurm_cluster, setup, reference, tmp_path, capsys):
     out = tmp_path / "out"
     cancelled = {}
 
