@@ -25,8 +25,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "submitit>=1.5"],
         "data": ["gdown", "scipy"],
+        "slurm": ["submitit>=1.5"],
     },
     entry_points={"console_scripts": ["prometar=prometar.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""`prometar` command line: train, data, report, world, demo."""
+"""`prometar` command line: train, data, report, sweep, world, demo."""
 from __future__ import annotations
 
 import sys
@@ -15,6 +15,7 @@ commands:
   demo     base-to-new on the bundled procedural benchmark with the bundled small CLIP (CPU, minutes)
   data     download a benchmark dataset (`prometar data NAME --root DATA`) or check layouts (`--check`)
   report   paper-style base/new/HM table, CSV and chart from an output folder
+  sweep    a protocol's grid of runs on local workers / GPUs or Slurm, resumable, then the report
   world    generate the bundled benchmark / pretrain its CLIP / zero-shot accuracy
   configs  print the folder of the shipped YAMLs; `--copy DIR` copies the ProMetaR trainer YAMLs into DIR
   export   write a run's prompts for the official code (`prometar export --to official SRC_DIR DST_DIR`)
@@ -37,6 +38,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .report import report_main
 
         return report_main(rest)
+    if command == "sweep":
+        from .sweep.cli import sweep_main
+
+        return sweep_main(rest)
     if command == "world":
         from .world import main as world_main
 

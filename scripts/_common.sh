@@ -26,40 +26,17 @@ cd "$REPO_ROOT"
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
-# log_has_result FILE: true if FILE holds a final accuracy (the report's rule: the last
-# "* accuracy: x%" after "=> result"; in a training log only after "Finish(ed) training").
-log_has_result() {
-    awk '
-        { line = $0; gsub(/^[ \t\r]+|[ \t\r]+$/, "", line) }
-        line == "Finish training" || line == "Finished training" { training = 1; endl = NR }
-        line ~ /^epoch \[/ && line ~ / batch \[/ { training = 1 }
-        line == "=> result" { armed = 1 }
-        armed && line ~ /\* accuracy: [0-9.eE+-]+%/ { val = NR }
-        END { if (!val) exit 1; if (training && (!endl || val < endl)) exit 1; exit 0 }
-    ' "$1"
-}
-
-# run_is_finished DIR: true if log.txt (or a re-run's log.txt-<time>) in DIR has a final result.
+# run_is_finished DIR: true if DIR holds a finished run (a final accuracy in log.txt or a re-run's
+# log.txt-<time>; in a training log only after "Finish training"): the rule of prometar.sweep.state, which
+# `prometar sweep` and `prometar report` use too.
 run_is_finished() {
-    local f
-    for f in "$1"/log.txt "$1"/log.txt-*; do
-        [ -f "$f" ] && log_has_result "$f" && return 0
-    done
-    return 1
+    "${PY[@]}" -m prometar.sweep.state "$1"
 }
 
 # resolve_loadep MODEL_DIR: echo LOADEP, or the epoch of the latest checkpoint in MODEL_DIR/<name>/.
 resolve_loadep() {
-    local pointer name
     if [ -n "$LOADEP" ]; then echo "$LOADEP"; return 0; fi
-    for pointer in "$1"/*/checkpoint; do
-        [ -f "$pointer" ] || continue
-        name=$(head -n 1 "$pointer" | tr -d '[:space:]')
-        case "$name" in
-            model.pth.tar-*) echo "${name#model.pth.tar-}"; return 0 ;;
-        esac
-    done
-    return 1
+    "${PY[@]}" -m prometar.sweep.state --epoch "$1" 2>/dev/null
 }
 
 # check_inputs DATASET: the dataset and method config files must exist; DATA must be set.

@@ -1,30 +1,21 @@
 #!/usr/bin/env bash
-# Full base-to-new benchmark: for each dataset and seed, train on base classes then test on new
-# classes (finished runs are skipped), then write the report (python -m prometar.report ${OUTPUT}).
+# Full base-to-new benchmark: for each dataset and seed, train on base classes then test on new classes, then
+# write the report; a thin wrapper over `prometar sweep base2new` (finished runs are skipped, unfinished ones
+# resume, a failed run is retried once, then listed with its log; see `prometar sweep --help`).
 # Usage: DATA=/path/to/data scripts/base2new_all.sh [extra train.py args]
-# Env: DATASETS (default: the 11 benchmarks), SEEDS (default "1 2 3"), and those of scripts/_common.sh.
-# A failing run is reported and the loop goes on; the exit status is 1 if any run failed.
+# Env: DATASETS (default: the 11 benchmarks), SEEDS (default "1 2 3"), SWEEP_ARGS (more `prometar sweep` flags,
+# e.g. "--gpus 0,1 --jobs-per-gpu 2", "--workers 2" or "--backend slurm --partition gpu --gpus-per-job 1"),
+# and those of scripts/_common.sh. The exit status is 1 if any run failed.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "${HERE}/_common.sh"
-export DATA OUTPUT TRAINER CFG SHOTS LOADEP PYTHON="${PY[*]}"
+[ -n "${DATA:-}" ] || die "set DATA to the dataset root folder (e.g. DATA=/data/coop)"
 
-DATASETS=${DATASETS:-"imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"}
-SEEDS=${SEEDS:-"1 2 3"}
-failed=()
-for dataset in $DATASETS; do
-    for seed in $SEEDS; do
-        if bash "${HERE}/base2new_train.sh" "$dataset" "$seed" "$@"; then
-            bash "${HERE}/base2new_test.sh" "$dataset" "$seed" new "$@" || failed+=("test_new ${dataset} seed${seed}")
-        else
-            failed+=("train_base ${dataset} seed${seed}")
-        fi
-    done
-done
-
-"${PY[@]}" -m prometar.report "$OUTPUT" || echo "base2new_all.sh: the report could not be written" >&2
-if [ ${#failed[@]} -gt 0 ]; then
-    echo "Failed runs (${#failed[@]}):" >&2
-    printf '  %s\n' "${failed[@]}" >&2
-    exit 1
-fi
+read -r -a datasets <<< "${DATASETS:-imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101}"
+read -r -a seeds <<< "${SEEDS:-1 2 3}"
+read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
+loadep=()
+[ -z "$LOADEP" ] || loadep=(--load-epoch "$LOADEP")
+exec "${PY[@]}" -m prometar sweep base2new --data "$DATA" --output "$OUTPUT" --trainer "$TRAINER" --configs "$CFG" \
+    --shots "$SHOTS" --datasets "${datasets[@]}" --seeds "${seeds[@]}" --python "${PY[*]}" \
+    ${loadep[@]+"${loadep[@]}"} ${sweep_args[@]+"${sweep_args[@]}"} -- "$@"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Cross-dataset / domain generalisation, step 2: evaluate the ImageNet model of xd_train.sh on DATASET
-# (imagenetv2, imagenet_sketch, imagenet_a, imagenet_r, or any other dataset config), all classes,
-# full test split (no few-shot).
+# (imagenetv2, imagenet_sketch, imagenet_a, imagenet_r, or any other dataset config), all classes, full test
+# split (no few-shot); a thin wrapper over `prometar sweep xd --phase test` (skips a finished run).
 # Usage: DATA=/path/to/data scripts/xd_test.sh DATASET SEED [extra train.py args]
 # Loads ${OUTPUT}/imagenet/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED} at LOADEP (default: latest) and
-# writes ${OUTPUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}; skips a finished run.
-# Env: DATA, TRAINER, CFG, OUTPUT, SHOTS, LOADEP, PYTHON (see scripts/_common.sh).
+# writes ${OUTPUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}.
+# Env: DATA, TRAINER, CFG, OUTPUT, SHOTS, LOADEP, PYTHON (see scripts/_common.sh), SWEEP_ARGS.
+# All targets and seeds at once: prometar sweep xd --data DATA (training included).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
@@ -13,19 +14,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 DATASET=$1
 SEED=$2
 shift 2
-
-MODEL_DIR=${OUTPUT}/imagenet/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
-DIR=${OUTPUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}
-if run_is_finished "$DIR"; then
-    echo "Skip ${DATASET} seed ${SEED}: finished evaluation in ${DIR}"
-    exit 0
-fi
 check_inputs "$DATASET"
-EPOCH=$(model_epoch "$MODEL_DIR" "run xd_train.sh ${SEED} first")
-echo "Evaluate ${MODEL_DIR} (epoch ${EPOCH}) on ${DATASET}, output to ${DIR}"
-run_train "$DATASET" "$SEED" "$DIR" \
-    --model-dir "$MODEL_DIR" \
-    --load-epoch "$EPOCH" \
-    --eval-only \
-    "$@" \
-    DATASET.SUBSAMPLE_CLASSES all
+read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
+loadep=()
+[ -z "$LOADEP" ] || loadep=(--load-epoch "$LOADEP")
+exec "${PY[@]}" -m prometar sweep xd --phase test --data "$DATA" --output "$OUTPUT" --trainer "$TRAINER" \
+    --configs "$CFG" --shots "$SHOTS" --datasets "$DATASET" --seeds "$SEED" --python "${PY[*]}" \
+    ${loadep[@]+"${loadep[@]}"} ${sweep_args[@]+"${sweep_args[@]}"} -- "$@"
