@@ -321,7 +321,7 @@ def _arg(args: Any, name: str, default: Any = None) -> Any:
 
 
 def reset_cfg(cfg: CN, args: Any) -> CN:
-    """Apply the CLI flags of CoOp-family ``train.py`` (protocol §3) to ``cfg``, in place.
+    """Apply the CLI flags of CoOp-family ``train.py`` (``--root``, ``--seed``, ``--output-dir``, the config files, trailing ``KEY VALUE`` opts) to ``cfg``, in place.
 
     ``args`` is an argparse Namespace or a mapping; absent attributes count as not given.  Quirks
     kept on purpose: a flag is applied only when truthy, so ``--seed 0`` is ignored and the parser's
@@ -400,7 +400,7 @@ def load_cfg(
     args: Any = None,
     freeze: bool = True,
 ) -> CN:
-    """Build the run config in train.py's order (protocol §1 step 2).
+    """Build the run config in train.py's order: Dassl defaults, ``extend_cfg``, dataset YAML, method YAML, CLI flags, trailing opts, freeze.
 
     defaults -> :func:`extend_cfg` -> dataset YAML -> method YAML -> CLI flags (:func:`reset_cfg`,
     skipped when ``args`` is None) -> ``opts`` -> freeze.  Empty/None file names are skipped.
@@ -435,7 +435,7 @@ def dump_cfg(cfg: CN, path: str) -> str:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    """Return a parser with the flags of CoOp-family ``train.py`` (protocol §3)."""
+    """Return a parser with the flags of CoOp-family ``train.py``."""
     p = argparse.ArgumentParser(description="Train / evaluate ProMetaR (Dassl-compatible flags)")
     p.add_argument("--root", type=str, default="", help="path to dataset")
     p.add_argument("--output-dir", type=str, default="", help="output directory")

@@ -40,7 +40,7 @@ def _write(tmp_path, name, text):
     return str(path)
 
 
-# ---------------------------------------------------------------- defaults (protocol §2.2)
+# ---------------------------------------------------------------- defaults (Dassl v0.6.3 get_cfg_default)
 DASSL_EXPECTED = {
     "VERSION": 1, "OUTPUT_DIR": "./output", "RESUME": "", "SEED": -1, "USE_CUDA": True, "VERBOSE": True,
     "INPUT.SIZE": (224, 224), "INPUT.INTERPOLATION": "bilinear", "INPUT.TRANSFORMS": (),
@@ -121,7 +121,7 @@ def test_extend_cfg_keeps_existing_values_and_is_idempotent():
         extend_cfg(cfg)
 
 
-# ---------------------------------------------------------------- yacs semantics (protocol §2.1)
+# ---------------------------------------------------------------- yacs semantics
 def test_yaml_merge_semantics(tmp_path):
     path = _write(tmp_path, "ok.yaml", "OPTIM:\n  WARMUP_CONS_LR: 1e-6\n  WEIGHT_DECAY: 5e-4\n"
                   "INPUT:\n  SIZE: (224, 224)\n  TRANSFORMS: [\"random_flip\"]\n"

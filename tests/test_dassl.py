@@ -197,7 +197,7 @@ def test_dassl_resume(base_run, eurosat_root, tiny_clip_path, tmp_path):
 
 
 def _reference_subsample(lists, mode):
-    """protocol.md §6, written out independently: lower ceil(n/2) labels of the first list are base."""
+    """The base/new rule, written out independently: lower ceil(n/2) labels of the first list are base."""
     labels = sorted({d.label for d in lists[0]})
     m = math.ceil(len(labels) / 2)
     chosen = labels[:m] if mode == "base" else labels[m:]

@@ -1,4 +1,4 @@
-"""Loaders like Dassl's DataManager (protocol §8.1): batches, drop_last rule, summary, errors."""
+"""Loaders like Dassl's DataManager: batches, drop_last rule, summary, errors."""
 import os
 import types
 

@@ -1,4 +1,4 @@
-"""Few-shot sampling (protocol §5), its cache (§5.3) and base/new subsampling (§6)."""
+"""Few-shot sampling, its cache file and base/new subsampling."""
 import os
 import random
 
@@ -19,7 +19,7 @@ from prometar.data.records import load_records
 
 
 def reference_fewshot(train, val, n, seed):
-    """Straightforward protocol §5: the seeded global `random`, sample(range(len(group))) per group."""
+    """Dassl's rule written out: the seeded global `random`, sample(range(len(group))) per group."""
     state = random.getstate()
     random.seed(seed)
     try:

@@ -1,4 +1,4 @@
-"""Transforms: Dassl's build_transform for the options ProMetaR uses (protocol §8.2)."""
+"""Transforms: Dassl's build_transform for the options ProMetaR uses."""
 import numpy as np
 import pytest
 import torch

@@ -61,7 +61,7 @@ def test_build_optimizer_errors_and_params():
         build_optimizer([p], _optim_cfg(STAGED_LR=True))
 
 
-# ---------------------------------------------------------------- LR law (protocol §9.2)
+# ---------------------------------------------------------------- LR law
 def _reference_lrs(base, epochs, sched="cosine", max_epoch=10, warmup=1, wtype="constant", cons=1e-5,
                    min_lr=1e-5, recount=True, stepsize=(-1,), gamma=0.1):
     """Dassl's construction re-enacted with real torch schedulers (warm-up emulated step by step)."""

@@ -1,4 +1,4 @@
-"""Data loaders like Dassl's `DataManager` (protocol.md §8.1): dataset -> transforms -> loaders -> summary."""
+"""Data loaders like Dassl's `DataManager`: dataset -> transforms -> loaders -> summary."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence

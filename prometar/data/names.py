@@ -1,4 +1,4 @@
-"""Class-name rules of the CoOp dataset readers (underscores are kept; see datasets.md §1.6)."""
+"""Class-name rules of the CoOp dataset readers (underscores are kept, as CoOp's readers keep them)."""
 from __future__ import annotations
 
 import re

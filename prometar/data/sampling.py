@@ -1,4 +1,4 @@
-"""Few-shot sampling with its cache (protocol.md §5) and base/new class subsampling (§6)."""
+"""Few-shot sampling with its cache (Dassl's ``split_fewshot/shot_<K>-seed_<S>.pkl``) and base/new class subsampling (sorted labels, base = the lower half rounded up, relabelled from 0)."""
 from __future__ import annotations
 
 import math
@@ -163,7 +163,7 @@ SUBSAMPLE_CHOICES = ("all", "base", "new")
 
 
 def subsample_classes(*lists: Sequence[Datum], subsample: str = "all") -> tuple[list[Datum], ...]:
-    """Base/new split of protocol.md §6, decided on the labels of the FIRST list.
+    """Base/new split (lower ceil(n/2) sorted labels are base), decided on the labels of the FIRST list.
 
     all: inputs returned untouched. base: lower ceil(n/2) labels; new: the rest. Selected labels are
     relabelled 0..k-1 in ascending order; records of other labels are dropped from every list.

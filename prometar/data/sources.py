@@ -1,4 +1,4 @@
-"""Where each dataset's files come from (CoOp `DATASETS.md`, datasets.md §5). Data only, no network.
+"""Where each dataset's files come from (as CoOp's `DATASETS.md` lists them). Data only, no network.
 
 Every `Fetch` is one file: a Google-Drive id or an HTTP URL, the path (relative to ROOT) the file is
 saved to, and, for archives, which archive members go where (relative to ROOT). `creates` names the

@@ -1,4 +1,4 @@
-"""The dataset table: folder names, split files, prefix folders and expected layouts (datasets.md §2)."""
+"""The dataset table: folder names, split files, prefix folders and expected layouts (one row per dataset as CoOp lays it out on disk)."""
 from __future__ import annotations
 
 import difflib

@@ -1,4 +1,4 @@
-"""Split files (`split_zhou_<Name>.json`) and the fallback splitters (datasets.md §1.3, §1.5).
+"""Split files (`split_zhou_<Name>.json`) and the fallback splitters (CoOp's JSON layout; folder-based splitting where a dataset ships no split file).
 
 The fallback splitters use Python's *global* `random` exactly like Dassl (seeded by the entry
 point with `cfg.SEED`); their output depends on directory-listing order, so generated splits are

@@ -1,5 +1,5 @@
 """Image transforms reproducing Dassl's `build_transform` for the options CoOp-family trainers use
-(protocol.md §8.2), with the same printed lines."""
+with the same printed lines."""
 from __future__ import annotations
 
 from typing import Any, Sequence

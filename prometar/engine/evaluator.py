@@ -1,4 +1,4 @@
-"""Classification evaluator printing Dassl's result block (protocol §12); no scikit-learn."""
+"""Classification evaluator printing Dassl's result block (accuracy, error and macro-F1 in Dassl's printed ``=> result`` block); no scikit-learn."""
 from __future__ import annotations
 
 import os

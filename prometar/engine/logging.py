@@ -1,4 +1,4 @@
-"""Stdout tee to ``OUTPUT_DIR/log.txt`` with Dassl's file-naming rule (protocol §10.1).
+"""Stdout tee to ``OUTPUT_DIR/log.txt`` with Dassl's file-naming rule (``log.txt``, or ``log.txt-<timestamp>`` when one exists).
 
 ``setup_logger(output)`` replaces ``sys.stdout`` by a :class:`StdoutTee` that writes every print
 to the console and to the log file.  The file is flushed after every write (nothing is lost when

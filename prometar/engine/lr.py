@@ -1,4 +1,4 @@
-"""Per-epoch LR schedules with Dassl's warm-up semantics (protocol §9.2), for current torch.
+"""Per-epoch LR schedules with Dassl's warm-up semantics (cosine / single-step / multi-step per epoch, constant or linear warm-up, stepped once after the epoch's last batch), for current torch.
 
 Dassl wraps a torch scheduler (cosine / StepLR / MultiStepLR) in a warm-up scheduler whose
 constructor no longer works on recent torch and whose ``state_dict`` pickles the wrapped scheduler

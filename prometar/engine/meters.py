@@ -1,4 +1,4 @@
-"""Running averages and Dassl's training progress line (protocol §10.2)."""
+"""Running averages and Dassl's training progress line (``epoch [e/E] batch [b/B] time ... data ... <losses> lr ... eta ...``)."""
 from __future__ import annotations
 
 import datetime
