@@ -69,11 +69,12 @@ def _train(engine, root, out, clip_path, shots=2, subsample="all", batch=2):
         from prometar.dassl.runner import main
 
         return main(build_arg_parser().parse_args(argv))
+    from prometar import build
     from prometar.engine.runner import main
 
     args = build_arg_parser().parse_args(argv)
     args.device = "cpu"
-    return main(args)
+    return main(args, builder=build)
 
 
 def _split(ddir):

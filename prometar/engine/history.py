@@ -65,7 +65,7 @@ def optimizer_lrs(parts: Any, epoch: int) -> Dict[str, float]:
     Read from the schedule (the optimiser already holds the next epoch's LR at epoch end); the modulator's
     optimiser keeps its LR when its scheduler is not stepped (the official default).
     """
-    from ..build import MODEL_NAME, MODULATOR_NAME
+    from .parts import MODEL_NAME, MODULATOR_NAME
 
     def used(optim: Any, sched: Any, stepped: bool) -> Optional[float]:
         group = optim.param_groups[0]
