@@ -1,5 +1,4 @@
 """Engine utilities: optimiser, LR law, stdout tee, meters, evaluator, checkpoints."""
-import io
 import math
 import os
 import re
