@@ -17,6 +17,8 @@ from typing import Dict, Optional, Union
 
 import torch
 
+from .io import atomic_write
+
 
 
 def openai_clip():
@@ -333,7 +335,5 @@ def save_clip(model: CLIP, path: Union[str, os.PathLike], fp16: bool = True, jit
         state.update({"input_resolution": torch.tensor(model.visual.input_resolution),
                       "context_length": torch.tensor(model.context_length),
                       "vocab_size": torch.tensor(model.vocab_size)})
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(state, f))
     return path

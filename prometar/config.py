@@ -21,6 +21,8 @@ from typing import Any, Optional
 
 from yacs.config import CfgNode as CN
 
+from .io import atomic_write_text
+
 __all__ = [
     "CN",
     "ConfigKeyError",
@@ -423,14 +425,8 @@ def dump_cfg(cfg: CN, path: str) -> str:
 
     The file merges back into ``extend_cfg(get_cfg_default())`` unchanged.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(cfg.dump())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_text(path, cfg.dump())
     return path
 
 

@@ -11,8 +11,9 @@ import io
 import os
 import pickle
 import struct
-import tempfile
 from typing import Any, Mapping, Sequence
+
+from ..io import atomic_write
 
 DASSL_DATUM_MODULE = "dassl.data.datasets.base_dataset"
 DASSL_DATUM_NAME = "Datum"
@@ -189,19 +190,8 @@ def dumps_records(data: Mapping[str, Sequence[Datum]]) -> bytes:
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and `os.replace`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write `data` to `path` crash-safely (`prometar.io.atomic_write`)."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def dump_records(data: Mapping[str, Sequence[Datum]], path: str) -> None:
