@@ -297,10 +297,16 @@ def _add_missing(node: CN, values: Mapping[str, Any]) -> None:
             node[key] = value
 
 
+#: DATASET.IMAGEFOLDER: the `ImageFolder` dataset (a user's class folders): folder name under DATASET.ROOT,
+#: seed and train/val ratios of the split drawn once and saved in that folder (see prometar.data.imagefolder).
+IMAGEFOLDER_DEFAULTS: dict[str, Any] = {"DIR": "imagefolder", "SPLIT_SEED": 1, "P_TRAIN": 0.5, "P_VAL": 0.2}
+
+
 def extend_cfg(cfg: CN) -> CN:
     """Add ProMetaR's keys to ``cfg`` in place (only those absent) and return it.
 
-    Adds ``DATASET.SUBSAMPLE_CLASSES`` ("all"), a complete ``OPTIM_VNET`` block (Dassl ``OPTIM``
+    Adds ``DATASET.SUBSAMPLE_CLASSES`` ("all"), ``DATASET.IMAGEFOLDER`` (the ``ImageFolder`` dataset's
+    folder name ``DIR`` "imagefolder", ``SPLIT_SEED`` 1, ``P_TRAIN`` 0.5, ``P_VAL`` 0.2), a complete ``OPTIM_VNET`` block (Dassl ``OPTIM``
     defaults), ``TRAINER.PROMETAR`` (official keys + this project's) and the leftover
     ``TRAINER.IVLP`` block of the official train.py.  Existing keys and values are never touched,
     so calling it on a Dassl cfg that another method (or the official train.py) already extended
@@ -308,7 +314,7 @@ def extend_cfg(cfg: CN) -> CN:
     """
     if cfg.is_frozen():
         raise RuntimeError("extend_cfg() needs an unfrozen config; call it before cfg.freeze()")
-    _add_missing(cfg, {"DATASET": {"SUBSAMPLE_CLASSES": "all"}})
+    _add_missing(cfg, {"DATASET": {"SUBSAMPLE_CLASSES": "all", "IMAGEFOLDER": IMAGEFOLDER_DEFAULTS}})
     _add_missing(cfg, {"OPTIM_VNET": dict(get_optim_default())})
     _add_missing(cfg, {"TRAINER": {"PROMETAR": PROMETAR_DEFAULTS, "IVLP": IVLP_DEFAULTS}})
     return cfg

@@ -204,6 +204,7 @@ DATASET_NAMES = {
     "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures", "eurosat": "EuroSAT",
     "ucf101": "UCF101", "imagenetv2": "ImageNetV2", "imagenet_sketch": "ImageNetSketch",
     "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR", "prometar_world": "PrometarWorld",
+    "imagefolder": "ImageFolder",
 }
 
 

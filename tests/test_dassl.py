@@ -77,7 +77,7 @@ def test_package_imports_without_dassl():
         sys.modules["dassl"] = None  # as if Dassl were not installed: find_spec -> None, import -> error
         import prometar.dassl as pd, prometar.dassl.trainer, prometar.dassl.datasets, prometar.dassl.runner
         assert pd.dassl_available() is False
-        assert callable(pd.extend_cfg) and len(pd.DATASET_NAMES) == 16
+        assert callable(pd.extend_cfg) and len(pd.DATASET_NAMES) == 17
         try:
             pd.register()
         except ImportError as exc:

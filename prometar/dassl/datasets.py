@@ -7,7 +7,8 @@ takes Dassl's ``cfg``, converts the records to Dassl's ``Datum`` and calls
 ImageNet variants: train = test, no val).
 
 Config keys read: ``DATASET.ROOT``, ``DATASET.NUM_SHOTS``, ``SEED`` (few-shot sampling and cache
-name), ``DATASET.SUBSAMPLE_CLASSES`` (``all`` when the key is absent).
+name), ``DATASET.SUBSAMPLE_CLASSES`` (``all`` when the key is absent); ``ImageFolder`` also reads
+``DATASET.IMAGEFOLDER.*`` (folder name, split seed and ratios; defaults when absent).
 
 Importing this module does not import Dassl; classes are created on first use
 (:func:`get_dataset_class`, or module attributes such as ``prometar.dassl.datasets.EuroSAT``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..data import build_lists
+from ..data.imagefolder import dataset_options
 from ..data.specs import SPECS, resolve_name
 
 __all__ = ["DATASET_NAMES", "get_dataset_class", "get_dataset_wrapper", "register_dataset", "register_datasets",
@@ -56,7 +58,7 @@ def _build_class(name: str) -> type:
     def __init__(self, cfg):
         subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
         lists = build_lists(name, cfg.DATASET.ROOT, num_shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED,
-                            subsample=subsample)
+                            subsample=subsample, options=dataset_options(cfg))
         self.dataset_dir = lists.dataset_dir
         DatasetBase.__init__(self, train_x=to_dassl_records(lists.train), val=to_dassl_records(lists.val),
                              test=to_dassl_records(lists.test))

@@ -122,12 +122,32 @@ def _check_wnid(spec: DatasetSpec, ddir: str, res: CheckResult) -> None:
     _check_class_folders(os.path.join(ddir, spec.image_dir), names, res, ignored=spec.ignored)
 
 
+def _check_imagefolder(spec: DatasetSpec, ddir: str, res: CheckResult) -> None:
+    from .imagefolder import CLASSNAMES_FILE, class_folders
+    from .specs import DatasetLayoutError
+
+    try:
+        folders = class_folders(ddir)
+    except DatasetLayoutError as exc:
+        res.lack(ddir, str(exc))
+        return
+    res.notes.append(f"{len(folders):,} class folders")
+    if os.path.isfile(os.path.join(ddir, CLASSNAMES_FILE)):
+        res.notes.append(f"{CLASSNAMES_FILE} present")
+    split_path = os.path.join(ddir, spec.split_file)
+    if os.path.isfile(split_path):
+        _check_json(spec, ddir, res)
+    else:
+        res.notes.append(f"no {spec.split_file} yet (the first run draws and saves the split)")
+
+
 _CHECKS = {
     "json": _check_json,
     "fgvc": _check_fgvc,
     "imagenet": _check_imagenet,
     "imagenetv2": _check_imagenetv2,
     "wnid_folders": _check_wnid,
+    "imagefolder": _check_imagefolder,
 }
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+from .imagefolder import dataset_options
 from .readers import read_dataset_lists
 from .records import Datum
 from .sampling import fewshot_with_cache, subsample_classes
@@ -21,13 +22,21 @@ class DatasetLists:
     dataset_dir: str
 
 
-def build_lists(name: str, root: str, num_shots: int = -1, seed: int = -1, subsample: str = "all") -> DatasetLists:
+def build_lists(
+    name: str,
+    root: str,
+    num_shots: int = -1,
+    seed: int = -1,
+    subsample: str = "all",
+    options: Mapping[str, Any] | None = None,
+) -> DatasetLists:
     """Read dataset `name` and apply the CoOp steps: few-shot (cached), base/new subsampling.
 
     ImageNet samples train only and uses test as val; the test-only ImageNet variants skip both steps
     and return train = test, val = None. Shared by the standalone datasets and a Dassl wrapper.
+    options: dataset-specific config keys (see `read_dataset_lists`).
     """
-    train, val, test, info = read_dataset_lists(name, root)
+    train, val, test, info = read_dataset_lists(name, root, options)
     if info.test_only:
         return DatasetLists(train, None, test, info.dataset_dir)
     if num_shots >= 1:
@@ -97,6 +106,7 @@ class BenchmarkDataset(DatasetBase):
             num_shots=data.NUM_SHOTS,
             seed=cfg.SEED,
             subsample=data.get("SUBSAMPLE_CLASSES", "all"),
+            options=dataset_options(cfg),
         )
         self.dataset_dir = lists.dataset_dir
         super().__init__(train_x=lists.train, val=lists.val, test=lists.test)
@@ -166,11 +176,17 @@ class PrometarWorld(BenchmarkDataset):
     spec_name = "PrometarWorld"
 
 
+class ImageFolder(BenchmarkDataset):
+    """A user's own class folders (DATASET.IMAGEFOLDER.* keys; see `prometar.data.imagefolder`)."""
+
+    spec_name = "ImageFolder"
+
+
 DATASETS: dict[str, type[BenchmarkDataset]] = {
     cls.spec_name: cls
     for cls in (ImageNet, Caltech101, OxfordPets, StanfordCars, OxfordFlowers, Food101, FGVCAircraft, SUN397,
                 DescribableTextures, EuroSAT, UCF101, ImageNetV2, ImageNetSketch, ImageNetA, ImageNetR,
-                PrometarWorld)
+                PrometarWorld, ImageFolder)
 }
 assert set(DATASETS) == set(SPECS), "every spec needs a dataset class"
 

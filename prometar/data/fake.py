@@ -43,6 +43,7 @@ POOLS: dict[str, list[str]] = {
     "EuroSAT": sorted(EUROSAT_RENAMES),
     "UCF101": ["ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "YoYo", "JumpingJack"],
     "PrometarWorld": ["circle", "square", "triangle", "star", "cross", "ring"],
+    "ImageFolder": ["golden_retriever", "tabby_cat", "Red_Fox", "barn_owl", "sea_turtle", "koi"],
     "ImageNet": ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead shark", "electric ray"],
 }
 
@@ -313,7 +314,17 @@ def _make_wnid_folders(name: str, ddir: str, writer: _Writer, rng: random.Random
         writer.text(os.path.join(image_dir, entry), [f"{name} README"])
 
 
+def _make_imagefolder(name: str, ddir: str, writer: _Writer, rng: random.Random, counts: list[int]) -> None:
+    """Class folders only (the reader draws and saves the split); .png/.jpg/.jpeg mixed, plus one non-image file."""
+    exts = (".png", ".jpg", ".jpeg", ".PNG")
+    for label, (folder, n) in enumerate(zip(_pool(name, len(counts)), counts)):
+        for j in range(n):
+            writer.image(os.path.join(ddir, folder, f"img_{j:03d}{exts[(label + j) % len(exts)]}"))
+    writer.text(os.path.join(ddir, _pool(name, 1)[0], "notes.txt"), ["not an image"])
+
+
 _OTHER_MAKERS: dict[str, Callable] = {
+    "imagefolder": _make_imagefolder,
     "fgvc": _make_fgvc,
     "imagenet": _make_imagenet,
     "imagenetv2": _make_imagenetv2,

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
+from .imagefolder import imagefolder_spec, read_imagefolder
 from .names import sun397_classname, ucf101_classname, pets_classname
 from .records import Datum, dump_records, load_records
 from .reroot import CacheMismatchError, reroot, same_folder, under
@@ -45,19 +46,28 @@ class ListsInfo:
     test_only: bool = False
 
 
-def read_dataset_lists(name: str, root: str) -> tuple[list[Datum], list[Datum] | None, list[Datum], ListsInfo]:
+def read_dataset_lists(
+    name: str, root: str, options: Mapping[str, Any] | None = None
+) -> tuple[list[Datum], list[Datum] | None, list[Datum], ListsInfo]:
     """Read the full (train, val, test) lists of dataset `name` under `root`, plus a `ListsInfo`.
 
     Creates `DIR/split_fewshot/` like Dassl (not for the test-only ImageNet variants). val is None for
     ImageNet (its val is its test list) and for the test-only variants (whose train list is the test list).
+    options: dataset-specific config keys (`ImageFolder`: the DATASET.IMAGEFOLDER keys, see
+    `prometar.data.imagefolder.dataset_options`); ignored by the other datasets.
     """
     spec = get_spec(name)
+    if spec.kind == "imagefolder":
+        spec = imagefolder_spec(spec, options)
     root = resolve_root(root)
     ddir = os.path.join(root, spec.dataset_dir)
     if not os.path.isdir(ddir):
         raise missing_path_error("dataset folder", ddir, spec, root)
     fewshot_dir = None if spec.test_only else _make_fewshot_dir(ddir)
-    train, val, test = _READERS[spec.kind](spec, ddir, root)
+    if spec.kind == "imagefolder":
+        train, val, test = read_imagefolder(spec, ddir, options)
+    else:
+        train, val, test = _READERS[spec.kind](spec, ddir, root)
     if not spec.test_only:
         check_train_classes(train, {"val": val or [], "test": test}, spec.name, _train_source(spec, ddir))
     info = ListsInfo(
@@ -78,7 +88,7 @@ class MissingTrainClassError(DatasetLayoutError):
 
 def _train_source(spec: DatasetSpec, ddir: str) -> str:
     """Where the train list of `spec` comes from (split file, list file or folder), for messages."""
-    if spec.kind == "json":
+    if spec.kind in ("json", "imagefolder"):
         return os.path.join(ddir, spec.split_file or "")
     if spec.kind == "fgvc":
         return os.path.join(ddir, "images_variant_train.txt")

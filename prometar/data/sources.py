@@ -146,6 +146,7 @@ SOURCES: dict[str, list[Fetch]] = {
         _classnames("imagenet-rendition"),
     ],
     "PrometarWorld": [],
+    "ImageFolder": [],
 }
 
 # Steps that cannot be automated: printed by `prometar data NAME` (paths relative to ROOT).
@@ -163,6 +164,11 @@ MANUAL: dict[str, str] = {
         "PrometarWorld is a synthetic dataset generated locally, not downloaded: run\n"
         "`python -c \"from prometar.world import generate_world; generate_world('<ROOT>')\"`, which writes\n"
         "prometar_world/ (images/ + split_zhou_PrometarWorld.json)."
+    ),
+    "ImageFolder": (
+        "ImageFolder is your own images, not downloaded: put one folder per class under\n"
+        "<ROOT>/imagefolder/<class>/ (*.jpg, *.jpeg, *.png; the folder name is DATASET.IMAGEFOLDER.DIR) and\n"
+        "train with DATASET.NAME ImageFolder; the first run writes split_prometar_ImageFolder.json there."
     ),
 }
 

@@ -17,7 +17,8 @@ class DatasetSpec:
     """How one dataset lies on disk.
 
     kind: `json` (split JSON + prefix folder), `fgvc` (txt files), `imagenet` (class folders +
-    `preprocessed.pkl`), `imagenetv2` (numbered folders), `wnid_folders` (test-only wnid folders).
+    `preprocessed.pkl`), `imagenetv2` (numbered folders), `wnid_folders` (test-only wnid folders),
+    `imagefolder` (a user's class folders; folder name from DATASET.IMAGEFOLDER.DIR, see `imagefolder.py`).
     prefix: folder (relative to DIR, "" = DIR) that JSON paths are relative to.
     fallback: splitter used when the JSON is missing (`folder`, `pets`, `sun397`, `ucf101`) or None.
     """
@@ -150,6 +151,14 @@ SPECS: dict[str, DatasetSpec] = {
             _JSON_LAYOUT.format(dir="prometar_world", images="images/<class>/<file>",
                                 split="split_zhou_PrometarWorld.json"),
             split_file="split_zhou_PrometarWorld.json", prefix="images", fallback="folder",
+        ),
+        DatasetSpec(
+            "ImageFolder", "imagefolder", "imagefolder", "imagefolder", "",
+            "  imagefolder/           (the folder name is DATASET.IMAGEFOLDER.DIR)\n"
+            "    <class folder>/*.jpg|*.jpeg|*.png   (one folder per class)\n"
+            "    classnames.txt      (optional: `<folder> <class name>` per line)\n"
+            "    split_prometar_ImageFolder.json   (written by the first run from DATASET.IMAGEFOLDER.SPLIT_SEED)",
+            split_file="split_prometar_ImageFolder.json", prefix="",
         ),
     ]
 }

@@ -92,15 +92,25 @@ def split_by_folder(
     p_val: float = 0.2,
     ignored: Sequence[str] = (),
     renames: Mapping[str, str] | None = None,
+    extensions: Sequence[str] | None = None,
+    sort_files: bool = False,
 ) -> tuple[list[Datum], list[Datum], list[Datum]]:
-    """Folder splitter (Dassl's DTD one): per sorted category, shuffle files, 50/20/30 (global `random`)."""
+    """Folder splitter (Dassl's DTD one): per sorted category, shuffle files, 50/20/30 (global `random`).
+
+    extensions: keep only files ending in one of these (lower-cased, e.g. `(".jpg", ".png")`); None = all.
+    sort_files: sort each category's files before shuffling (the split then depends only on the seed,
+    not on the file system's listing order; Dassl does not sort).
+    """
     categories = sorted(c for c in listdir_nohidden(image_dir) if c not in ignored)
     p_tst = 1 - p_trn - p_val
     print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {p_tst:.0%} test")
     train, val, test = [], [], []
     for label, category in enumerate(categories):
         category_dir = os.path.join(image_dir, category)
-        images = [os.path.join(category_dir, im) for im in listdir_nohidden(category_dir)]
+        files = listdir_nohidden(category_dir, sort=sort_files)
+        if extensions is not None:
+            files = [f for f in files if f.lower().endswith(tuple(extensions))]
+        images = [os.path.join(category_dir, im) for im in files]
         random.shuffle(images)
         n_total = len(images)
         n_train = round(n_total * p_trn)
@@ -109,7 +119,8 @@ def split_by_folder(
         if not (n_train > 0 and n_val > 0 and n_test > 0):
             raise ValueError(
                 f"{category_dir}: {n_total} images cannot be split {p_trn:.0%}/{p_val:.0%}/{p_tst:.0%} with "
-                f"every part non-empty (got {n_train}/{n_val}/{n_test}); each class needs >= 4 images"
+                f"every part non-empty (got {n_train}/{n_val}/{n_test}); add images to this class (with the default "
+                f"50/20/30 split each class needs >= 4 images)"
             )
         name = (renames or {}).get(category, category)
         for part, ims in ((train, images[:n_train]), (val, images[n_train : n_train + n_val]),
