@@ -141,12 +141,13 @@ def test_errors_name_the_folder_or_line(tmp_path):
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    make(root, n_per_class=8, image_size=32)
+    ddir = make(root, n_per_class=8, image_size=32)
+    shutil.copytree(ddir, os.path.join(str(root), "my_pets"))  # read through a user's YAML naming this folder
     return str(root)
 
 
-def _argv(root, clip_path, out, engine, *extra, sub="base"):
-    return ["--root", root, "--seed", "1", "--trainer", "ProMetaR", "--dataset-config-file", DATA_CFG,
+def _argv(root, clip_path, out, engine, *extra, sub="base", data_cfg=DATA_CFG):
+    return ["--root", root, "--seed", "1", "--trainer", "ProMetaR", "--dataset-config-file", str(data_cfg),
             "--config-file", METHOD_CFG, "--output-dir", str(out), "--engine", engine, *extra,
             "MODEL.BACKBONE.NAME", str(clip_path), "INPUT.SIZE", "(32, 32)", "TRAINER.PROMETAR.PREC", "fp32",
             "TRAINER.PROMETAR.PROMPT_DEPTH_TEXT", "2", "TRAINER.PROMETAR.PROMPT_DEPTH_VISION", "2",
@@ -161,16 +162,21 @@ def test_train_then_eval_through_train_py(engine, image_root, small_clip_path, t
         pytest.skip("Dassl.pytorch is not installed (not on PyPI): install it by hand to run the Dassl engine")
     extra = ("--device", "cpu") if engine == "builtin" else ()
     opts = () if engine == "builtin" else ("USE_CUDA", "False")
+    folder, data_cfg = "imagefolder", DATA_CFG  # built-in: the shipped YAML; Dassl: a user's YAML with its folder
+    if engine == "dassl":
+        folder, data_cfg = "my_pets", tmp_path / "my_pets.yaml"
+        data_cfg.write_text('DATASET:\n  NAME: "ImageFolder"\n  IMAGEFOLDER:\n    DIR: "my_pets"\n')
     out = tmp_path / "base"
-    assert train_main(_argv(image_root, small_clip_path, out, engine, *extra) + list(opts)) == 0
+    assert train_main(_argv(image_root, small_clip_path, out, engine, *extra, data_cfg=data_cfg) + list(opts)) == 0
     log = (out / "log.txt").read_text()
     assert log.startswith("Engine: built-in" if engine == "builtin" else "Engine: Dassl")
     assert "Loading dataset: ImageFolder" in log and "SUBSAMPLE BASE CLASSES!" in log
     assert "Finish training" in log and "* accuracy:" in log
     assert (out / "VLPromptLearner" / "model.pth.tar-1").is_file()
-    assert os.path.isfile(os.path.join(image_root, "imagefolder", SPLIT))
+    assert os.path.isfile(os.path.join(image_root, folder, SPLIT))
+    assert os.path.isfile(os.path.join(image_root, folder, "split_fewshot", "shot_2-seed_1.pkl"))
     new = tmp_path / "new"
     assert train_main(_argv(image_root, small_clip_path, new, engine, *extra, "--eval-only", "--model-dir", str(out),
-                            "--load-epoch", "1", sub="new") + list(opts)) == 0
+                            "--load-epoch", "1", sub="new", data_cfg=data_cfg) + list(opts)) == 0
     log = (new / "log.txt").read_text()
     assert "SUBSAMPLE NEW CLASSES!" in log and "* accuracy:" in log
