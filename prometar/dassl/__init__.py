@@ -7,7 +7,7 @@ Public API:
     dassl_available() -> bool         Dassl.pytorch importable (with its import-time dependencies)
     register(trainer=True, datasets=True, force=False) -> dict
                                       register ``ProMetaR`` in Dassl's TRAINER_REGISTRY and the datasets
-                                      (ImageNet, ..., PrometarWorld) in its DATASET_REGISTRY; names that
+                                      (ImageNet, ..., PrometarWorld, ImageFolder) in its DATASET_REGISTRY; names that
                                       are already registered by someone else are skipped (and printed)
     extend_cfg(cfg) -> cfg            add ProMetaR's config keys (only those absent) to a Dassl config
     main(args) -> int                 Dassl's ``train.py`` flow (see :mod:`prometar.dassl.runner`)
