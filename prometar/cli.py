@@ -25,6 +25,8 @@ def train_parser():
     parser.add_argument("--engine", choices=["auto", "dassl", "builtin"], default="auto",
                         help="auto: Dassl when importable, else the built-in engine")
     parser.add_argument("--device", default="", help="cpu, cuda, cuda:1, mps (default: CUDA, then MPS, then CPU)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume / re-evaluate a folder whose config.yaml differs from the requested config")
     return parser
 
 
