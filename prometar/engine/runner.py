@@ -82,8 +82,12 @@ def main(args: Any, engine_note: str = "Dassl is not installed") -> int:
         lock.acquire()
         prepare_run_folder(args, cfg)
     except (RunFolderBusy, ConfigChanged) as exc:
+        lock.release()
         print(f"ERROR: {exc}")
         return 2
+    except BaseException:
+        lock.release()
+        raise
     tee = setup_logger(cfg.OUTPUT_DIR)
     try:
         print(f"Engine: built-in (prometar {__version__}; {engine_note})")
