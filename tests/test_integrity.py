@@ -205,3 +205,27 @@ def test_nonfinite_weights_are_not_published(data_root, small_clip_path, tmp_pat
     assert "non-finite weights" in log and "epoch 2 not saved" in log
     assert str(out / "VLPromptLearner" / "model.pth.tar-1") in log
     assert not (out / "manifest-2.json").exists() and (out / "manifest-1.json").is_file()
+
+
+@pytest.mark.parametrize("engine", ["builtin", "dassl"])
+def test_divergence_names_last_good_epoch_one_line(data_root, small_clip_path, tmp_path, monkeypatch, engine):
+    _dassl_or_skip(engine)
+    from prometar.cli import train_main
+    from prometar.meta import ProMetaRStep
+
+    calls = {"n": 0}
+    original = ProMetaRStep.__call__
+
+    def diverge(self, images, labels):
+        calls["n"] += 1
+        if calls["n"] == 4:  # 2 batches per epoch: second batch of epoch 2
+            raise FloatingPointError("cross-entropy is nan: training diverged")
+        return original(self, images, labels)
+
+    monkeypatch.setattr(ProMetaRStep, "__call__", diverge)
+    out = tmp_path / engine
+    assert train_main(argv(data_root, small_clip_path, out, engine=engine, opts=("TRAIN.CHECKPOINT_FREQ", "1"))) == 3
+    log = open(out / "log.txt").read()
+    kept = out / "VLPromptLearner" / "model.pth.tar-1"
+    assert f"Last good checkpoint: epoch 1, {kept}" in log and "epoch 2, batch 2" in log
+    assert "Traceback" not in log and not (out / "manifest-2.json").exists()
