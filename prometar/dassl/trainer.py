@@ -179,10 +179,13 @@ def _build_class() -> type:
                     load_learner_state(self._prompted_model(), checkpoint, strict=True)
                 else:
                     self._models[name].load_state_dict(checkpoint["state_dict"])
+                print("Loaded model weights")
                 if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
                     self._optims[name].load_state_dict(checkpoint["optimizer"])
+                    print("Loaded optimizer")
                 if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
                     self._scheds[name].load_state_dict(checkpoint["scheduler"])
+                    print("Loaded scheduler")
                 if name == MODEL_NAME:
                     main = checkpoint
             if "sampler" in main:
