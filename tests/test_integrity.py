@@ -229,3 +229,30 @@ def test_divergence_names_last_good_epoch_one_line(data_root, small_clip_path, t
     kept = out / "VLPromptLearner" / "model.pth.tar-1"
     assert f"Last good checkpoint: epoch 1, {kept}" in log and "epoch 2, batch 2" in log
     assert "Traceback" not in log and not (out / "manifest-2.json").exists()
+
+
+def test_real_disk_full_keeps_previous_epoch(data_root, small_clip_path, tmp_path):
+    """A real, tiny tmpfs as output folder: epoch 1 fits, epoch 2's save hits ENOSPC."""
+    from prometar.cli import train_main
+
+    probe = tmp_path / "probe"
+    assert train_main(argv(data_root, small_clip_path, probe, opts=("OPTIM.MAX_EPOCH", "1"))) == 0
+    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(probe) for f in fs)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    kib = (size + size // 2) // 1024 + 64
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        with pytest.raises(OSError) as info:
+            train_main(argv(data_root, small_clip_path, mnt / "run"))
+        assert info.value.errno == errno.ENOSPC
+        out = mnt / "run"
+        assert (out / "manifest-1.json").is_file() and not (out / "manifest-2.json").exists()
+        assert not [f for _, _, fs in os.walk(out) for f in fs if ".tmp-" in f]
+        from prometar.engine.integrity import verify_manifest
+
+        assert len(verify_manifest(str(out), 1)) == 2
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -240,15 +240,17 @@ def _flat(node: Any, prefix: str = "") -> Dict[str, Any]:
 
 
 def config_diff(saved_yaml: str, cfg: Any, ignore: Iterable[str] = CONFIG_DIFF_IGNORE) -> List[str]:
-    """``KEY: old -> new`` for every key that differs between ``saved_yaml`` and ``cfg`` (ignoring ``ignore``)."""
+    """``KEY: old -> new`` for every key of both ``saved_yaml`` and ``cfg`` whose values differ.
+
+    Keys in ``ignore`` and keys present on one side only (a Dassl-engine config has more keys than the built-in
+    engine's; a newer version may add keys) are not compared."""
     import yaml
 
     with open(saved_yaml, encoding="utf-8") as f:
         old = _flat(yaml.safe_load(f) or {})
     new = _flat(yaml.safe_load(cfg.dump()))
     ignore = set(ignore)
-    return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
-            for k in sorted(set(old) | set(new)) if k not in ignore and old.get(k) != new.get(k)]
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(set(old) & set(new)) if k not in ignore and old[k] != new[k]]
 
 
 def check_config(folder: str, cfg: Any, allow: bool, what: str) -> None:
