@@ -131,7 +131,9 @@ def test_disk_full_during_save_keeps_previous_epoch(data_root, small_clip_path, 
     assert sorted(files) == sorted(os.path.join(n, "model.pth.tar-1") for n in NAMES)
 
 
-def test_second_run_into_a_locked_folder_is_refused_with_pid(data_root, small_clip_path, tmp_path):
+@pytest.mark.parametrize("engine", ["builtin", "dassl"])
+def test_second_run_into_a_locked_folder_is_refused_with_pid(data_root, small_clip_path, tmp_path, engine):
+    _dassl_or_skip(engine)
     out = tmp_path / "locked"
     holder = subprocess.Popen([sys.executable, "-c",
                                "import sys,time; sys.path.insert(0, sys.argv[1]);"
@@ -140,7 +142,7 @@ def test_second_run_into_a_locked_folder_is_refused_with_pid(data_root, small_cl
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        r = run_sub(argv(data_root, small_clip_path, out))
+        r = run_sub(argv(data_root, small_clip_path, out, engine=engine))
         assert r.returncode == 2 and f"in use by process {holder.pid}" in r.stdout
         assert not (out / "VLPromptLearner").exists()
         with pytest.raises(RunFolderBusy, match=str(holder.pid)):

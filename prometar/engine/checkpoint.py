@@ -6,7 +6,8 @@ Layout of one registered model's folder ``<OUTPUT_DIR>/<name>/``: ``model.pth.ta
 ``optimizer``, ``scheduler``, ``val_result``.
 
 Every file is written to a temporary file in the same folder, fsync'ed and moved into place with
-``os.replace``: a crash mid-write leaves the previous file intact.
+``os.replace``: a crash mid-write leaves the previous file intact.  The trainers publish one epoch's files
+(all models) together with a manifest written last (:mod:`prometar.engine.integrity`).
 """
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 Differences from Dassl, all on purpose: a checkpoint is written after every epoch (the previous one is removed
 unless TRAIN.CHECKPOINT_FREQ keeps it, so the final layout is Dassl's) and carries the RNG and sampler states, so
-`--resume` after a crash continues exactly as an uninterrupted run; checkpoints hold trainable state only.
+`--resume` after a crash continues exactly as an uninterrupted run; checkpoints hold trainable state only.  An epoch's files become visible together: they are published by
+``<OUTPUT_DIR>/manifest-<epoch>.json`` (see :mod:`prometar.engine.integrity`), and resume uses the newest epoch whose
+manifest verifies.  Non-finite weights are never published.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..build import MODEL_NAME, MODULATOR_NAME, build_trainer_parts, load_learner_state, pick_device
-from .checkpoint import checkpoint_path, find_resume_file, load_checkpoint, make_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_path, load_checkpoint, make_checkpoint, save_checkpoint
 from .evaluator import build_evaluator
 from .integrity import fault_point, newest_complete_epoch, nonfinite_tensors, remove_temp_files, write_manifest
 from .meters import AverageMeter, MetricMeter, format_duration, format_progress, should_print
