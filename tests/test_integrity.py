@@ -258,3 +258,16 @@ def test_real_disk_full_keeps_previous_epoch(data_root, small_clip_path, tmp_pat
         assert len(verify_manifest(str(out), 1)) == 2
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_folder_without_manifest_resumes_only_when_pointers_agree(tmp_path, capsys):
+    from prometar.engine.integrity import newest_complete_epoch
+
+    for name in ("A", "B"):
+        (tmp_path / name).mkdir()
+        torch.save({}, tmp_path / name / "model.pth.tar-2")
+        (tmp_path / name / "checkpoint").write_text("model.pth.tar-2\n")
+    assert newest_complete_epoch(str(tmp_path), ["A", "B"])[0] == 2  # a Dassl / older prometar folder
+    (tmp_path / "B" / "checkpoint").write_text("model.pth.tar-1\n")
+    assert newest_complete_epoch(str(tmp_path), ["A", "B"])[0] is None
+    assert "B/checkpoint -> model.pth.tar-1" in capsys.readouterr().out

@@ -173,6 +173,11 @@ def newest_complete_epoch(directory: str, names: Iterable[str]) -> Tuple[Optiona
     names = list(names)
     parts = _part_epochs(directory, names)
     manifests = _manifest_epochs(directory)
+    if not manifests and parts:
+        legacy = _legacy_epoch(directory, names)
+        if legacy is not None:
+            return legacy, {os.path.join(n, f"model.pth.tar-{legacy}"): os.path.join(directory, n, f"model.pth.tar-{legacy}")
+                            for n in names}
     newest_manifest = manifests[0] if manifests else 0
     for epoch in sorted(parts, reverse=True):
         if epoch > newest_manifest:
@@ -190,6 +195,28 @@ def newest_complete_epoch(directory: str, names: Iterable[str]) -> Tuple[Optiona
             continue
         return epoch, files
     return None, None
+
+
+def _legacy_epoch(directory: str, names: List[str]) -> Optional[int]:
+    """A folder without any manifest (written by Dassl or an older prometar): the epoch every ``checkpoint``
+    pointer names, if they all name the same existing ``model.pth.tar-N``; else None (and a line naming them)."""
+    named = {}
+    for n in names:
+        pointer = os.path.join(directory, n, "checkpoint")
+        if os.path.isfile(pointer):
+            with open(pointer, encoding="utf-8") as f:
+                named[n] = (f.read().strip().splitlines() or [""])[0]
+    files = set(named.values())
+    if len(named) == len(names) and len(files) == 1:
+        name = files.pop()
+        if name.startswith("model.pth.tar-") and all(os.path.isfile(os.path.join(directory, n, name)) for n in names):
+            epoch = int(name.rsplit("-", 1)[1])
+            print(f"Note: no manifest in {directory} (written by Dassl or an older prometar); every checkpoint "
+                  f"pointer names {name}, resuming from epoch {epoch}")
+            return epoch
+    print(f"Refusing checkpoints in {directory}: no manifest and the pointer files disagree "
+          f"({', '.join(f'{n}/checkpoint -> {v}' for n, v in sorted(named.items())) or 'none'})")
+    return None
 
 
 def remove_temp_files(directory: str) -> List[str]:
