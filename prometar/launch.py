@@ -52,6 +52,8 @@ def train_parser() -> argparse.ArgumentParser:
                         help="auto: Dassl when importable, else the built-in engine; "
                              + "; ".join(f"{e.name}: {e.help}" for e in ENGINES.values()))
     parser.add_argument("--device", default="", help="cpu, cuda, cuda:1, mps (default: CUDA, then MPS, then CPU)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume / re-evaluate a folder whose config.yaml differs from the requested config")
     return parser
 
 

@@ -182,12 +182,16 @@ def test_load_model_semantics(base_run, eurosat_root, tiny_clip_path, tmp_path):
     assert trainer.test() >= 0.0
 
 
-def test_dassl_resume(base_run, eurosat_root, tiny_clip_path, tmp_path):
+def test_dassl_resume(base_run, eurosat_root, tiny_clip_path, tmp_path, capsys):
     """Dassl's --resume reloads our checkpoints (model, optimiser, scheduler) and continues training."""
     from prometar.dassl.runner import main
 
     out = tmp_path / "resumed"
-    assert main(_args(eurosat_root, out, tiny_clip_path, "base", "--resume", str(base_run), epochs=2)) == 0
+    args = _args(eurosat_root, out, tiny_clip_path, "base", "--resume", str(base_run), epochs=2)
+    assert main(args) == 2  # MAX_EPOCH 1 -> 2 changes the LR schedule: refused without the flag
+    assert "OPTIM.MAX_EPOCH: 1 -> 2" in capsys.readouterr().out
+    args.allow_config_change = True
+    assert main(args) == 0
     log = _log(out)
     assert f"Found checkpoint at {base_run} (will resume training)" in log
     assert log.count("Loaded optimizer") == 2 and log.count("Loaded scheduler") == 1  # modulator: no scheduler

@@ -12,11 +12,14 @@
 4. Dassl's ``build_trainer(cfg)``; ``--eval-only``: ``load_model(--model-dir, epoch=--load-epoch)`` and
    ``test()``; else unless ``--no-train``: ``train()`` (resume, epochs, checkpoint, final test).
 
-Returns 0.  Errors propagate as exceptions.  Unlike a script, ``main`` restores ``sys.stdout`` when
+Also: an exclusive lock on ``<OUTPUT_DIR>/.lock`` for the run, refusal to resume / re-evaluate a folder whose
+``config.yaml`` differs (``--allow-config-change``), ``config.yaml`` written as the built-in engine writes it.
+Returns 0, 2 (folder busy / config changed) or 3 (training diverged).  Other errors propagate as exceptions.  Unlike a script, ``main`` restores ``sys.stdout`` when
 it returns, so it can be called several times in one process (each run writes its own log file).
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -95,10 +98,26 @@ def main(args: Any) -> int:
     from dassl.engine import build_trainer
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
+    from ..engine.integrity import ConfigChanged, RunFolderBusy, RunLock
+    from ..engine.runner import prepare_run_folder, write_config
+    from ..engine.trainer import TrainingDiverged
+
     cfg = setup_cfg(args)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    lock = RunLock(cfg.OUTPUT_DIR)
+    try:
+        lock.acquire()
+        prepare_run_folder(args, cfg)
+    except (RunFolderBusy, ConfigChanged) as exc:
+        lock.release()
+        print(f"ERROR: {exc}")
+        return 2
+    except BaseException:
+        lock.release()
+        raise
     previous_stdout = sys.stdout
     setup_logger(cfg.OUTPUT_DIR)
     try:
@@ -107,6 +126,7 @@ def main(args: Any) -> int:
         if torch.cuda.is_available() and cfg.USE_CUDA:
             torch.backends.cudnn.benchmark = True
         print_args(args, cfg)
+        write_config(cfg)
         print("Collecting env info ...")
         print(f"** System info **\n{collect_env_info()}\n")
         trainer = build_trainer(cfg)
@@ -117,6 +137,10 @@ def main(args: Any) -> int:
         if not getattr(args, "no_train", False):
             trainer.train()
         return 0
+    except TrainingDiverged as exc:
+        print(f"ERROR: {exc}")
+        return 3
     finally:
         sys.stdout.flush()
         _detach_logger(previous_stdout)
+        lock.release()

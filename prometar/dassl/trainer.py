@@ -55,7 +55,8 @@ def _build_class() -> type:
     from torch import nn
     from dassl.engine import TrainerX
 
-    from ..build import MODEL_NAME, MODULATOR_NAME, build_trainer_parts, load_trained_weights
+    from ..build import MODEL_NAME, MODULATOR_NAME, build_trainer_parts, load_learner_state, load_trained_weights
+    from ..engine.checkpoint import load_checkpoint
     from ..engine.safe_load import dassl_loads_safely
 
     class ProMetaR(TrainerX):
@@ -129,6 +130,89 @@ def _build_class() -> type:
             if (self.batch_idx + 1) == self.num_batches:
                 self.update_lr()
             return summary
+
+        def run_epoch(self):
+            """Dassl's epoch; a non-finite loss becomes TrainingDiverged naming the last good checkpoint."""
+            from ..engine.trainer import TrainingDiverged
+
+            try:
+                super().run_epoch()
+            except FloatingPointError as exc:
+                kept = (f"epoch {self._last_good[0]}, {self._last_good[1]}" if getattr(self, "_last_good", None)
+                        else "none (no epoch saved yet)")
+                raise TrainingDiverged(f"training stopped at epoch {self.epoch + 1}, batch {self.batch_idx + 1}: "
+                                       f"{exc}. Last good checkpoint: {kept}") from exc
+
+        def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+            """Every registered model, then (epoch saves) one manifest publishing them together.
+
+            The prompted model's file also holds the RNG and MetaSampler states, so a resume continues exactly.
+            Non-finite weights are never published (TrainingDiverged)."""
+            from ..engine.checkpoint import save_checkpoint
+            from ..engine.integrity import fault_point, nonfinite_tensors, write_manifest
+            from ..engine.trainer import TrainingDiverged, rng_state
+
+            states = {}
+            for name in self.get_model_names():
+                optim, sched = self._optims[name], self._scheds[name]
+                states[name] = {"state_dict": self._models[name].state_dict(), "epoch": epoch + 1,
+                                "optimizer": optim.state_dict() if optim is not None else None,
+                                "scheduler": sched.state_dict() if sched is not None else None,
+                                "val_result": val_result}
+            bad = [f"{n}:{k}" for n, st in states.items() for k in nonfinite_tensors(st["state_dict"])]
+            if bad:
+                kept = (f"epoch {self._last_good[0]}, {self._last_good[1]}" if getattr(self, "_last_good", None)
+                        else "none (no epoch saved yet)")
+                raise TrainingDiverged(f"training stopped after epoch {epoch + 1}: non-finite weights "
+                                       f"({', '.join(bad[:3])}); epoch {epoch + 1} not saved. Last good checkpoint: {kept}")
+            states[MODEL_NAME].update(sampler=self.parts.step.sampler.state_dict(), rng=rng_state())
+            paths = {}
+            for step, (name, state) in enumerate(states.items(), 1):
+                paths[name] = save_checkpoint(state, osp.join(directory, name), is_best=is_best,
+                                              model_name=model_name)
+                fault_point(step)
+            if not model_name:
+                write_manifest(directory, epoch + 1, paths.values())
+                fault_point(len(paths) + 1)
+                self._last_good = (epoch + 1, paths[MODEL_NAME])
+
+        def resume_model_if_exist(self, directory):
+            """Resume from the newest epoch whose manifest verifies (all parts of one epoch), RNG included."""
+            from ..engine.integrity import newest_complete_epoch, remove_temp_files
+            from ..engine.trainer import set_rng_state
+
+            names = self.get_model_names()
+            remove_temp_files(directory)
+            epoch, _ = newest_complete_epoch(directory, names)
+            if epoch is None:
+                print("No checkpoint found, train from scratch")
+                return 0
+            print(f"Found checkpoint at {directory} (will resume training)")
+            main = None
+            for name in names:
+                path = osp.join(directory, name, f"model.pth.tar-{epoch}")
+                checkpoint = load_checkpoint(path, map_location=self.device)
+                print(f'Loading checkpoint from "{path}"')
+                if name == MODEL_NAME:
+                    load_learner_state(self._prompted_model(), checkpoint, strict=True)
+                else:
+                    self._models[name].load_state_dict(checkpoint["state_dict"])
+                print("Loaded model weights")
+                if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
+                    self._optims[name].load_state_dict(checkpoint["optimizer"])
+                    print("Loaded optimizer")
+                if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
+                    self._scheds[name].load_state_dict(checkpoint["scheduler"])
+                    print("Loaded scheduler")
+                if name == MODEL_NAME:
+                    main = checkpoint
+            if "sampler" in main:
+                self.parts.step.sampler.load_state_dict(main["sampler"])
+            if "rng" in main:  # restored before the first epoch builds its loader iterator (shuffle order)
+                set_rng_state(main["rng"])
+            self._last_good = (epoch, osp.join(directory, MODEL_NAME, f"model.pth.tar-{epoch}"))
+            print(f"Previous epoch: {epoch}")
+            return epoch
 
         def model_inference(self, input):
             return self.model(input)

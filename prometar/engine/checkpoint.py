@@ -6,8 +6,9 @@ Layout of one registered model's folder ``<OUTPUT_DIR>/<name>/``: ``model.pth.ta
 ``optimizer``, ``scheduler``, ``val_result``.
 
 Every file is written to a temporary file in the same folder, fsync'ed and moved into place with
-``os.replace``: a crash mid-write leaves the previous file intact.  Reading (:func:`load_checkpoint`) lives in
-:mod:`prometar.engine.safe_load` and never runs code from a file.
+``os.replace``: a crash mid-write leaves the previous file intact.  The trainers publish one epoch's files
+(all models) together with a manifest written last (:mod:`prometar.engine.integrity`).  Reading
+(:func:`load_checkpoint`) lives in :mod:`prometar.engine.safe_load` and never runs code from a file.
 """
 from __future__ import annotations
 
@@ -87,7 +88,14 @@ def save_checkpoint(
     if remove_module_from_keys and isinstance(state.get("state_dict"), Mapping):
         state["state_dict"] = strip_module_prefix(state["state_dict"])
     fpath = os.path.join(save_dir, model_name or f"model.pth.tar-{state['epoch']}")
-    _atomic_write(fpath, lambda f: torch.save(state, f))
+    try:
+        _atomic_write(fpath, lambda f: torch.save(state, f))
+    except RuntimeError as exc:  # torch.save wraps a write error (e.g. disk full) in a RuntimeError
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, f"cannot write checkpoint {fpath}: {cause.strerror}; the previous epoch's "
+                                       f"checkpoint is kept") from exc
+        raise
     print(f"Checkpoint saved to {fpath}")
     _atomic_write(
         os.path.join(save_dir, POINTER_NAME),

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .parts import PartsBuilder, pick_device
+from .parts import MODEL_NAME, MODULATOR_NAME, PartsBuilder, pick_device
 from ..config import dump_cfg, load_cfg
 from .logging import setup_logger
+from .integrity import ConfigChanged, RunFolderBusy, RunLock, check_config, has_checkpoints, remove_temp_files
 from .trainer import Trainer, TrainingDiverged
 
 __all__ = ["main", "set_random_seed", "print_args"]
@@ -44,6 +45,31 @@ def _system_info(device: torch.device) -> str:
     return "\n".join(lines)
 
 
+_PART_NAMES = (MODEL_NAME, MODULATOR_NAME)
+
+
+def prepare_run_folder(args: Any, cfg: Any) -> None:
+    """Remove leftover temp files; refuse (ConfigChanged) to resume or re-evaluate a folder under another config."""
+    allow = bool(getattr(args, "allow_config_change", False))
+    remove_temp_files(cfg.OUTPUT_DIR)
+    if getattr(args, "eval_only", False):
+        if getattr(args, "model_dir", ""):
+            check_config(args.model_dir, cfg, allow, f'evaluate the model in "{args.model_dir}"')
+        return
+    folder = cfg.RESUME or cfg.OUTPUT_DIR
+    if has_checkpoints(folder, _PART_NAMES):
+        check_config(folder, cfg, allow, f'resume the run in "{folder}"')
+
+
+def write_config(cfg: Any) -> None:
+    """Write ``<OUTPUT_DIR>/config.yaml`` unless the folder already holds a model trained under its own config."""
+    path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    if os.path.isfile(path) and has_checkpoints(cfg.OUTPUT_DIR, _PART_NAMES):
+        print(f"Keeping {path}: it describes the checkpoints already in this folder")
+        return
+    dump_cfg(cfg, path)
+
+
 def main(args: Any, engine_note: str = "Dassl is not installed", *, builder: PartsBuilder) -> int:
     """Run training / evaluation on the built-in engine with the parts `builder` makes (`prometar.build`);
     returns a process exit code."""
@@ -51,12 +77,23 @@ def main(args: Any, engine_note: str = "Dassl is not installed", *, builder: Par
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    lock = RunLock(cfg.OUTPUT_DIR)
+    try:
+        lock.acquire()
+        prepare_run_folder(args, cfg)
+    except (RunFolderBusy, ConfigChanged) as exc:
+        lock.release()
+        print(f"ERROR: {exc}")
+        return 2
+    except BaseException:
+        lock.release()
+        raise
     tee = setup_logger(cfg.OUTPUT_DIR)
     try:
         print(f"Engine: built-in (prometar {__version__}; {engine_note})")
         print_args(args, cfg)
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        dump_cfg(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+        write_config(cfg)
         device = torch.device(args.device) if getattr(args, "device", None) else pick_device(cfg.USE_CUDA)
         print("Collecting env info ...")
         print("** System info **\n" + _system_info(device) + "\n")
@@ -75,3 +112,4 @@ def main(args: Any, engine_note: str = "Dassl is not installed", *, builder: Par
     finally:
         if tee is not None:
             tee.close()
+        lock.release()

@@ -2,7 +2,9 @@
 
 Differences from Dassl, all on purpose: a checkpoint is written after every epoch (the previous one is removed
 unless TRAIN.CHECKPOINT_FREQ keeps it, so the final layout is Dassl's) and carries the RNG and sampler states, so
-`--resume` after a crash continues exactly as an uninterrupted run; checkpoints hold trainable state only.
+`--resume` after a crash continues exactly as an uninterrupted run; checkpoints hold trainable state only.  An epoch's files become visible together: they are published by
+``<OUTPUT_DIR>/manifest-<epoch>.json`` (see :mod:`prometar.engine.integrity`), and resume uses the newest epoch whose
+manifest verifies.  Non-finite weights are never published.
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ import torch
 from tqdm import tqdm
 
 from .parts import MODEL_NAME, MODULATOR_NAME, PartsBuilder, pick_device
-from .checkpoint import checkpoint_path, find_resume_file, load_checkpoint, make_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_path, load_checkpoint, make_checkpoint, save_checkpoint
 from .evaluator import build_evaluator
 from .history import record_epoch
+from .integrity import fault_point, newest_complete_epoch, nonfinite_tensors, remove_temp_files, write_manifest
 from .meters import AverageMeter, MetricMeter, format_duration, format_progress, should_print
 
 __all__ = ["Trainer", "TrainingDiverged", "rng_state", "set_rng_state"]
@@ -83,15 +86,32 @@ class Trainer:
         return states
 
     def save_model(self, epoch: int, val_result: Optional[float] = None, model_name: str = "") -> str:
-        paths = {name: save_checkpoint(state, os.path.join(self.output_dir, name), model_name=model_name)
-                 for name, state in self._states(epoch, val_result).items()}
+        """Write every part of epoch ``epoch + 1``, then publish them together with one manifest (epoch saves).
+
+        Raises TrainingDiverged (nothing published) if any tensor is not finite."""
+        states = self._states(epoch, val_result)
+        bad = [f"{n}:{k}" for n, st in states.items() for k in nonfinite_tensors(st.get("state_dict", {}))]
+        if bad:
+            kept = self.last_checkpoint or "none (no epoch finished yet)"
+            raise TrainingDiverged(f"training stopped after epoch {epoch + 1}: non-finite weights ({', '.join(bad[:3])}); "
+                                   f"epoch {epoch + 1} not saved. Last good checkpoint: {kept}")
+        paths = {}
+        for step, (name, state) in enumerate(states.items(), 1):
+            paths[name] = save_checkpoint(state, os.path.join(self.output_dir, name), model_name=model_name)
+            fault_point(step)
+        if not model_name:
+            write_manifest(self.output_dir, epoch + 1, paths.values())
+            fault_point(len(paths) + 1)
         return paths[MODEL_NAME]
 
     def _prune(self, epoch: int) -> None:
-        """Remove the previous epoch's file unless Dassl would have kept it (CHECKPOINT_FREQ)."""
+        """Remove the previous epoch's files and manifest unless Dassl would have kept it (CHECKPOINT_FREQ)."""
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
         if epoch < 1 or (freq > 0 and epoch % freq == 0):
             return
+        manifest = os.path.join(self.output_dir, f"manifest-{epoch}.json")
+        if os.path.isfile(manifest):
+            os.remove(manifest)  # unpublish first, then remove the parts
         for name in (MODEL_NAME, MODULATOR_NAME):
             old = checkpoint_path(self.output_dir, name, epoch)
             if os.path.isfile(old):
@@ -100,10 +120,12 @@ class Trainer:
     def resume_if_exist(self, directory: str) -> int:
         """Resume from `<directory>/<name>/checkpoint` when present for every saved part; returns the start epoch."""
         names = [MODEL_NAME] + ([MODULATOR_NAME] if self.parts.modulator is not None else [])
-        files = {n: find_resume_file(os.path.join(directory, n)) for n in names}
-        if not all(files.values()):
+        remove_temp_files(directory)
+        epoch, parts = newest_complete_epoch(directory, names)
+        if epoch is None:
             print("No checkpoint found, train from scratch")
             return 0
+        files = {n: os.path.join(directory, n, f"model.pth.tar-{epoch}") for n in names}
         print(f"Found checkpoint at {directory} (will resume training)")
         main = load_checkpoint(files[MODEL_NAME], map_location=self.device)
         saved = main.get("classnames")
@@ -163,7 +185,8 @@ class Trainer:
             try:
                 metrics = self.parts.step(images, labels)
             except FloatingPointError as exc:
-                kept = self.last_checkpoint or "none (no epoch finished yet)"
+                kept = (f"epoch {self.epoch}, {self.last_checkpoint}" if self.last_checkpoint
+                        else "none (no epoch finished yet)")
                 raise TrainingDiverged(f"training stopped at epoch {self.epoch + 1}, batch {self.batch_idx + 1} "
                                        f"(step {self.global_step + 1}): {exc}. Last good checkpoint: {kept}") from exc
             self.global_step += 1
