@@ -163,8 +163,9 @@ def _build_class() -> type:
             if bad:
                 kept = (f"epoch {self._last_good[0]}, {self._last_good[1]}" if getattr(self, "_last_good", None)
                         else "none (no epoch saved yet)")
-                raise TrainingDiverged(f"training stopped after epoch {epoch + 1}: non-finite weights "
-                                       f"({', '.join(bad[:3])}); epoch {epoch + 1} not saved. Last good checkpoint: {kept}")
+                raise TrainingDiverged(f"training stopped after epoch {epoch + 1}: diverged weights "
+                                       f"(NaN/Inf or |value| > 65504: {', '.join(bad[:3])}); "
+                                       f"epoch {epoch + 1} not saved. Last good checkpoint: {kept}")
             states[MODEL_NAME].update(sampler=self.parts.step.sampler.state_dict(), rng=rng_state())
             paths = {}
             for step, (name, state) in enumerate(states.items(), 1):

@@ -238,19 +238,27 @@ def remove_temp_files(directory: str) -> List[str]:
     return removed
 
 
-def nonfinite_tensors(state: Any, prefix: str = "") -> List[str]:
-    """Keys of floating tensors in a nested state that hold NaN or Inf."""
+#: Largest |value| a saved weight may hold (fp16's largest finite value). Trained prompts stay near 0.2; a state
+#: past this has diverged even while the loss is still finite (e.g. OPTIM.LR 1e6 drives prompts to ~1e15 before
+#: the first NaN), and it could not be cast to CLIP's fp16 weights anyway.
+MAX_ABS_VALUE = 65504.0
+
+
+def nonfinite_tensors(state: Any, prefix: str = "", limit: float = MAX_ABS_VALUE) -> List[str]:
+    """Keys of floating tensors (or floats) in a nested state that hold NaN, Inf or a |value| above ``limit``."""
     bad: List[str] = []
     if isinstance(state, torch.Tensor):
-        if state.is_floating_point() and not bool(torch.isfinite(state).all()):
-            bad.append(prefix or "<tensor>")
+        if state.is_floating_point() and state.numel():
+            finite = bool(torch.isfinite(state).all())
+            if not finite or float(state.detach().abs().max()) > limit:
+                bad.append(prefix or "<tensor>")
     elif isinstance(state, dict):
         for k, v in state.items():
-            bad += nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+            bad += nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k), limit)
     elif isinstance(state, (list, tuple)):
         for i, v in enumerate(state):
-            bad += nonfinite_tensors(v, f"{prefix}[{i}]")
-    elif isinstance(state, float) and not math.isfinite(state):
+            bad += nonfinite_tensors(v, f"{prefix}[{i}]", limit)
+    elif isinstance(state, float) and (not math.isfinite(state) or abs(state) > limit):
         bad.append(prefix)
     return bad
 

@@ -93,8 +93,9 @@ class Trainer:
         bad = [f"{n}:{k}" for n, st in states.items() for k in nonfinite_tensors(st.get("state_dict", {}))]
         if bad:
             kept = self.last_checkpoint or "none (no epoch finished yet)"
-            raise TrainingDiverged(f"training stopped after epoch {epoch + 1}: non-finite weights ({', '.join(bad[:3])}); "
-                                   f"epoch {epoch + 1} not saved. Last good checkpoint: {kept}")
+            raise TrainingDiverged(f"training stopped after epoch {epoch + 1}: diverged weights (NaN/Inf or "
+                                   f"|value| > 65504: {', '.join(bad[:3])}); epoch {epoch + 1} not saved. "
+                                   f"Last good checkpoint: {kept}")
         paths = {}
         for step, (name, state) in enumerate(states.items(), 1):
             paths[name] = save_checkpoint(state, os.path.join(self.output_dir, name), model_name=model_name)
