@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .clip_loader import load_clip
-from .engine.checkpoint import load_checkpoint
+from .engine.checkpoint import load_checkpoint, strip_module_prefix
 from .engine.lr import build_lr_scheduler
 from .engine.optim import build_optimizer
 from .engine.parts import MODEL_NAME, MODULATOR_NAME, TrainerParts, pick_device
@@ -70,19 +70,15 @@ def build_trainer_parts(cfg: Any, classnames: Sequence[str], device: torch.devic
     return TrainerParts(model, optim, sched, step, modulator, optim_mod, sched_mod, bool(p.STEP_VNET_SCHED))
 
 
-def _strip_module(state: Mapping[str, Any]) -> Dict[str, Any]:
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
 def is_official_state(state: Mapping[str, Any]) -> bool:
     """True for a state dict of the official IVLP / PromptSRC / ProMetaR model (whole CustomCLIP)."""
-    keys = _strip_module(state)
+    keys = strip_module_prefix(state)
     return official_key("text.0") in keys or official_key("vision.0") in keys
 
 
 def _learner_state_from(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     """Learner tensors from our checkpoints (`prompt_learner.*`) or official full-model ones."""
-    state = _strip_module(state)
+    state = strip_module_prefix(state)
     if is_official_state(state):
         return official_to_ivlp_state_dict(state)
     return {k[len("prompt_learner."):]: v for k, v in state.items() if k.startswith("prompt_learner.")}
@@ -202,7 +198,7 @@ def load_trained_weights(model: PromptedCLIP, modulator: Optional[nn.Module], di
             and int(mod["epoch"]) != int(checkpoint["epoch"]):
         raise ValueError(f'"{mod_path}" is from epoch {mod["epoch"]} but "{path}" from epoch '
                          f"{checkpoint['epoch']}: a mixed checkpoint set; pick an epoch saved for both")
-    mod_state = _strip_module(mod_state)
+    mod_state = strip_module_prefix(mod_state)
     problems = state_mismatch(modulator.state_dict(), mod_state)
     if problems:
         raise ValueError(f'"{mod_path}" does not fit this run\'s {MODULATOR_NAME}:\n  ' + "\n  ".join(problems) +

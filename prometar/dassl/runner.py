@@ -25,7 +25,7 @@ from typing import Any
 
 from ..config import extend_cfg, merge_file, merge_opts, reset_cfg
 
-__all__ = ["main", "setup_cfg", "print_args"]
+__all__ = ["main", "setup_cfg"]
 
 
 def setup_cfg(args: Any):
@@ -42,20 +42,6 @@ def setup_cfg(args: Any):
     merge_opts(cfg, getattr(args, "opts", None))
     cfg.freeze()
     return cfg
-
-
-def print_args(args: Any, cfg: Any) -> None:
-    """The arguments (sorted by name) and the config, in the layout of Dassl's train.py."""
-    print("***************")
-    print("** Arguments **")
-    print("***************")
-    values = vars(args)
-    for key in sorted(values):
-        print(f"{key}: {values[key]}")
-    print("************")
-    print("** Config **")
-    print("************")
-    print(cfg)
 
 
 class _Inert:
@@ -99,7 +85,7 @@ def main(args: Any) -> int:
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
     from ..engine.integrity import ConfigChanged, RunFolderBusy, RunLock
-    from ..engine.runner import prepare_run_folder, write_config
+    from ..engine.runner import prepare_run_folder, print_args, write_config
     from ..engine.trainer import TrainingDiverged
 
     cfg = setup_cfg(args)
