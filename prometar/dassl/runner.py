@@ -19,7 +19,6 @@ it returns, so it can be called several times in one process (each run writes it
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -84,26 +83,16 @@ def main(args: Any) -> int:
     from dassl.engine import build_trainer
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
-    from ..engine.integrity import ConfigChanged, RunFolderBusy, RunLock
-    from ..engine.runner import prepare_run_folder, print_args, write_config
+    from ..engine.runner import open_run_folder, print_args, write_config
     from ..engine.trainer import TrainingDiverged
 
     cfg = setup_cfg(args)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    lock = RunLock(cfg.OUTPUT_DIR)
-    try:
-        lock.acquire()
-        prepare_run_folder(args, cfg)
-    except (RunFolderBusy, ConfigChanged) as exc:
-        lock.release()
-        print(f"ERROR: {exc}")
+    lock = open_run_folder(args, cfg)
+    if lock is None:
         return 2
-    except BaseException:
-        lock.release()
-        raise
     previous_stdout = sys.stdout
     setup_logger(cfg.OUTPUT_DIR)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import random
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -70,13 +70,11 @@ def write_config(cfg: Any) -> None:
     dump_cfg(cfg, path)
 
 
-def main(args: Any, engine_note: str = "Dassl is not installed", *, builder: PartsBuilder) -> int:
-    """Run training / evaluation on the built-in engine with the parts `builder` makes (`prometar.build`);
-    returns a process exit code."""
-    cfg = load_cfg(args.dataset_config_file, args.config_file, args.opts, args=args)
-    if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
+def open_run_folder(args: Any, cfg: Any) -> Optional[RunLock]:
+    """Lock ``cfg.OUTPUT_DIR`` for this run and check it (`prepare_run_folder`); both engines' runners call it.
+
+    Returns the held lock, or None after printing one ``ERROR:`` line when the folder is busy or its saved config
+    differs (the caller then exits with code 2)."""
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     lock = RunLock(cfg.OUTPUT_DIR)
     try:
@@ -85,10 +83,23 @@ def main(args: Any, engine_note: str = "Dassl is not installed", *, builder: Par
     except (RunFolderBusy, ConfigChanged) as exc:
         lock.release()
         print(f"ERROR: {exc}")
-        return 2
+        return None
     except BaseException:
         lock.release()
         raise
+    return lock
+
+
+def main(args: Any, engine_note: str = "Dassl is not installed", *, builder: PartsBuilder) -> int:
+    """Run training / evaluation on the built-in engine with the parts `builder` makes (`prometar.build`);
+    returns a process exit code."""
+    cfg = load_cfg(args.dataset_config_file, args.config_file, args.opts, args=args)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    lock = open_run_folder(args, cfg)
+    if lock is None:
+        return 2
     tee = setup_logger(cfg.OUTPUT_DIR)
     try:
         print(f"Engine: built-in (prometar {__version__}; {engine_note})")
