@@ -122,3 +122,91 @@ def test_pretrain_smoke_is_reproducible(tmp_path):
     assert meta["steps"] == 3 and meta["seed"] == 0
     model = load_clip(str(a), precision="fp32")  # loads through OpenAI's builder
     assert model.visual.input_resolution == 32
+
+
+def test_camera_moves_hues_and_keeps_greys():
+    import numpy as np
+
+    from prometar.world.scenes import camera
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    assert camera(img, 0.0) is img
+    assert np.abs(camera(img, 360.0).astype(int) - img).max() <= 1
+    grey = np.repeat(rng.integers(0, 256, size=(8, 8, 1), dtype=np.uint8), 3, axis=2)
+    assert np.abs(camera(grey, 37.0).astype(int) - grey).max() <= 1
+    red = np.zeros((1, 1, 3), np.uint8)
+    red[..., 0] = 255
+    assert camera(red, 120.0)[0, 0].tolist() == [0, 255, 0]  # a third of a turn: red -> green
+    towards_yellow = camera(red, 30.0)[0, 0]
+    assert towards_yellow[0] > towards_yellow[1] > towards_yellow[2]
+
+
+def test_generated_world_applies_and_records_the_camera(tmp_path):
+    from PIL import Image
+
+    a = world.generate_world(tmp_path / "a", seed=3, n_train=1, n_val=0, n_test=0, hue_shift=0.0)
+    b = world.generate_world(tmp_path / "b", seed=3, n_train=1, n_val=0, n_test=0, hue_shift=45.0)
+    assert json.loads((b / "generator.json").read_text())["hue_shift"] == 45.0
+    name = world.CLASSNAMES[0]
+    rel = f"images/{name}/{name}_0000.png"
+    import numpy as np
+    from prometar.world.scenes import camera
+
+    plain = np.asarray(Image.open(a / rel))
+    assert np.array_equal(np.asarray(Image.open(b / rel)), camera(plain, 45.0))
+
+
+def _newton_logistic(x, y, n_classes, c, iters=60):
+    """Independent reference: Newton's method on the same objective, numpy float64, full Hessian (pinv)."""
+    import numpy as np
+
+    n, d = x.shape
+    xt = np.hstack([x, np.ones((n, 1))])
+    theta = np.zeros((d + 1) * n_classes)
+    onehot = np.eye(n_classes)[y]
+    reg = np.zeros((d + 1, n_classes))
+    reg[:d] = 1.0  # the bias row is not penalised
+    reg = reg.reshape(-1)
+    for _ in range(iters):
+        w = theta.reshape(d + 1, n_classes)
+        z = xt @ w
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grad = c * (xt.T @ (p - onehot)).reshape(-1) + reg * theta
+        hess = np.zeros((theta.size, theta.size))
+        for i in range(n):
+            s = np.diag(p[i]) - np.outer(p[i], p[i])
+            hess += c * np.kron(np.outer(xt[i], xt[i]), s)
+        hess += np.diag(reg)
+        theta = theta - np.linalg.pinv(hess) @ grad
+    w = theta.reshape(d + 1, n_classes)
+    return w[:d], w[d]
+
+
+def test_linear_probe_solver_matches_a_newton_reference():
+    import numpy as np
+
+    from prometar.world.probe import _fit_logistic
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 5))
+    y = rng.integers(0, 3, size=40)
+    x[np.arange(40), y] += 1.5  # partly separable
+    for c in (0.3, 10.0):
+        w_ref, b_ref = _newton_logistic(x, y, 3, c)
+        w, b = _fit_logistic(torch.from_numpy(x), torch.from_numpy(y), 3, c)
+        assert np.allclose(w.numpy(), w_ref, atol=1e-6, rtol=1e-6), (c, w.numpy(), w_ref)
+        # the bias is defined up to a constant added to every class
+        assert np.allclose(b.numpy() - b.numpy().mean(), b_ref - b_ref.mean(), atol=1e-6)
+
+
+def test_probe_cli_reports_probe_zero_shot_and_headroom(tmp_path, capsys):
+    root = tmp_path / "w"
+    world.generate_world(root, seed=5, n_train=2, n_val=1, n_test=2)
+    assert world.main(["probe", "--root", str(root), "--shots", "2", "--seed", "1"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for part in ("base", "new"):
+        assert 0 <= out["linear_probe"][part] <= 100 and 0 <= out["zero_shot"][part] <= 100
+        assert out["headroom"][part] == round(out["linear_probe"][part] - out["zero_shot"][part], 2)
+    assert (root / world.DATASET_DIR / "split_fewshot" / "shot_2-seed_1.pkl").is_file()

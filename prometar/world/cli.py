@@ -1,6 +1,6 @@
 """PrometarWorld: a procedural image benchmark and a small CLIP pretrained on it.
 
-The command line `python -m prometar.world` (also `prometar world`): generate, pretrain, zeroshot.
+The command line `python -m prometar.world` (also `prometar world`): generate, pretrain, zeroshot, probe.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .benchmark import DATASET_DIR, SPLIT_FILE, generate_world
+from .benchmark import DATASET_DIR, HARDNESS, HUE_SHIFT, SPLIT_FILE, generate_world
 from .pretraining import pretrain
-from .probe import zeroshot_accuracy
+from .probe import linear_probe_accuracy, zeroshot_accuracy
 
 __all__ = ["main"]
 
@@ -22,6 +22,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     g = sub.add_parser("generate", help="write the PrometarWorld benchmark to ROOT/prometar_world")
     g.add_argument("--root", required=True)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--hue-shift", type=float, default=HUE_SHIFT,
+                   help=f"hue rotation (degrees) of the benchmark's camera (default {HUE_SHIFT:g})")
+    g.add_argument("--hardness", type=float, default=HARDNESS,
+                   help=f"strength of the nuisances, 0..1 (default {HARDNESS:g})")
     p = sub.add_parser("pretrain", help="pretrain the small world CLIP and save it (+ .json metadata)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "world_clip.pt"))
     p.add_argument("--steps", type=int, default=1000)
@@ -40,9 +44,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     z.add_argument("--root", required=True)
     z.add_argument("--weights", default="prometar-world", help="bundled name or .pt path")
     z.add_argument("--split", default="test")
+    q = sub.add_parser("probe", help="16-shot linear probe on frozen image features vs zero-shot, base and new")
+    q.add_argument("--root", required=True, help="DATA folder holding prometar_world/")
+    q.add_argument("--weights", default="prometar-world", help="bundled name or .pt path")
+    q.add_argument("--shots", type=int, default=16)
+    q.add_argument("--seed", type=int, default=1, help="few-shot draw (the runs' --seed)")
     args = parser.parse_args(argv)
     if args.cmd == "generate":
-        generate_world(args.root, seed=args.seed, verbose=True)
+        generate_world(args.root, seed=args.seed, hue_shift=args.hue_shift, hardness=args.hardness, verbose=True)
     elif args.cmd == "pretrain":
         if args.eval_root and not (Path(args.eval_root) / DATASET_DIR / SPLIT_FILE).is_file():
             generate_world(args.eval_root, seed=0, verbose=True)
@@ -50,6 +59,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  eval_root=args.eval_root, time_budget_s=args.time_budget, threads=args.threads,
                  log_every=args.log_every, eval_every=args.eval_every, workers=args.workers,
                  command="python -m prometar.world " + " ".join(argv if argv is not None else sys.argv[1:]))
+    elif args.cmd == "probe":
+        from ..clip_loader import load_clip
+
+        model = load_clip(args.weights, precision="fp32")
+        zs = zeroshot_accuracy(model, args.root)
+        out = {"zero_shot": {k: round(100 * zs[k], 2) for k in ("base", "new")}, "linear_probe": {}, "C": {}}
+        for part in ("base", "new"):
+            res = linear_probe_accuracy(model, args.root, subsample=part, shots=args.shots, seed=args.seed)
+            out["linear_probe"][part] = round(res["accuracy"], 2)
+            out["C"][part] = res["C"]
+        out["headroom"] = {k: round(out["linear_probe"][k] - out["zero_shot"][k], 2) for k in ("base", "new")}
+        print(json.dumps(out))
     else:
         from ..clip_loader import load_clip
 
