@@ -1,15 +1,17 @@
 """`prometar demo`: base-to-new on the bundled procedural benchmark with the bundled small CLIP, on any CPU.
 
 Runs the real pipeline (dataset reader, few-shot sampling, base/new split, trainer, evaluator, logs, report):
-zero-shot CLIP and ProMetaR (and, with `--full`, IVLP without meta-regularisation, over seeds 1-3), in the
-output layout of the base-to-new scripts, then prints the base / new / HM table and writes
-`report.md`, `report.csv`, `report.png` (as `prometar report`).
+zero-shot CLIP, IVLP (prompts trained with plain cross-entropy) and ProMetaR on seed 1; with `--full` also CoOp
+(learned text context only) and a 16-shot linear probe on the frozen image features, over seeds 1, 2, 3. Runs go
+to the output layout of the base-to-new scripts; then the base / new / HM table is printed and `report.md`,
+`report.csv`, `report.png` (as `prometar report`) and `demo.json` (means and seed std per method) are written.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,12 +19,17 @@ from typing import List, Optional, Tuple
 
 __all__ = ["main", "config_path", "METHODS"]
 
-#: (folder name in the output tree, trainer config, trained?)
-METHODS: Tuple[Tuple[str, str, bool], ...] = (
-    ("ZeroShotCLIP", "world_zeroshot", False),
-    ("IVLP", "world_ep10_batch4_4+4ctx_ivlp", True),
-    ("ProMetaR", "world_ep10_batch4_4+4ctx", True),
+#: (folder name in the output tree, trainer config or "" for the probe, trained?, key in demo.json)
+METHODS: Tuple[Tuple[str, str, bool, str], ...] = (
+    ("ZeroShotCLIP", "world_zeroshot", False, "zero_shot"),
+    ("LinearProbe", "", False, "linear_probe"),
+    ("CoOp", "world_ep10_batch4_4ctx_coop", True, "coop"),
+    ("IVLP", "world_ep10_batch4_4+4ctx_ivlp", True, "ivlp"),
+    ("ProMetaR", "world_ep10_batch4_4+4ctx", True, "prometar"),
 )
+DEFAULT_METHODS = ("ZeroShotCLIP", "IVLP", "ProMetaR")
+FULL_METHODS = tuple(m[0] for m in METHODS)
+PROBE_CONFIG = "linear_probe"
 SHOTS = 16
 
 
@@ -52,6 +59,24 @@ def _run(argv: List[str], folder: Path, what: str, verbose: bool) -> None:
     print(f" accuracy {result.accuracy:.1f}% ({time.time() - start:.0f} s, log: {folder / 'log.txt'})")
 
 
+def _probe(data: Path, seed: int, split: str, folder: Path, device: str, shots: int) -> None:
+    """The linear probe of one seed and split, written as a finished evaluation log that the report reads."""
+    from .clip_loader import load_clip
+    from .io import atomic_write_text
+    from .world.probe import linear_probe_accuracy
+
+    print(f"LinearProbe seed {seed}: {split} classes ...", end="", flush=True)
+    start = time.time()
+    model = load_clip("prometar-world", device=device or None, precision="fp32")
+    res = linear_probe_accuracy(model, data, subsample=split, shots=shots, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "log.txt", (
+        f"Linear probe (logistic regression on frozen image features) of prometar-world, {shots} shots of the "
+        f"{split} classes, seed {seed}; C = {res['C']:g} chosen on the few-shot validation images\n"
+        f"=> result\n* total: {res['n_test']:,}\n* accuracy: {res['accuracy']:.1f}%\n"))
+    print(f" accuracy {res['accuracy']:.1f}% ({time.time() - start:.0f} s)")
+
+
 def _finished(folder: Path) -> bool:
     from .report import read_run
 
@@ -62,14 +87,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="prometar demo", description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data", help="DATA folder; the benchmark is generated there if absent")
     parser.add_argument("--output", default="output/demo", help="output folder (base2new/ layout + report)")
-    parser.add_argument("--full", action="store_true", help="zero-shot, IVLP and ProMetaR over seeds 1, 2, 3")
+    parser.add_argument("--full", action="store_true",
+                        help="also CoOp and the linear probe, over seeds 1, 2, 3")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 1; with --full: 1 2 3)")
+    parser.add_argument("--methods", nargs="+", choices=[m[0] for m in METHODS],
+                        help=f"methods to run (default: {' '.join(DEFAULT_METHODS)}; with --full: all)")
     parser.add_argument("--device", default="", help="cpu, cuda, mps (default: CUDA, then MPS, then CPU)")
     parser.add_argument("--verbose", action="store_true", help="show every run's full log on the console")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([1, 2, 3] if args.full else [1])
-    methods = [m for m in METHODS if args.full or m[0] != "IVLP"]
+    shots = _shots(args.opts)
+    wanted = args.methods or (FULL_METHODS if args.full else DEFAULT_METHODS)
+    methods = [m for m in METHODS if m[0] in wanted]
 
     from .world import DATASET_DIR, SPLIT_FILE, generate_world
 
@@ -78,12 +108,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not (data / DATASET_DIR / SPLIT_FILE).is_file():
         print(f"Generating the PrometarWorld benchmark in {data / DATASET_DIR} ...")
         generate_world(data)
+    else:
+        _check_world(data / DATASET_DIR)
     out = Path(args.output).resolve()
     dataset_cfg = config_path("datasets", "prometar_world.yaml")
     for seed in seeds:
-        for name, cfg_name, trained in methods:
+        for name, cfg_name, trained, _ in methods:
+            if not cfg_name:
+                for split in ("base", "new"):
+                    folder = (out / "base2new" / ("test_base" if split == "base" else "test_new") / DATASET_DIR
+                              / f"shots_{shots}" / name / PROBE_CONFIG / f"seed{seed}")
+                    if not _finished(folder):
+                        _probe(data, seed, split, folder, args.device, shots)
+                continue
             cfg = config_path("trainers", "ProMetaR", cfg_name + ".yaml")
-            tail = Path(DATASET_DIR) / f"shots_{SHOTS}" / name / cfg_name / f"seed{seed}"
+            tail = Path(DATASET_DIR) / f"shots_{shots}" / name / cfg_name / f"seed{seed}"
             common = ["--root", str(data), "--seed", str(seed), "--trainer", "ProMetaR", "--dataset-config-file",
                       dataset_cfg, "--config-file", cfg, "--engine", "builtin"]
             if args.device:
@@ -104,7 +143,70 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .report import report_main
 
     print(f"\nDemo finished in {time.time() - start:.0f} s. Results (accuracy %, test split):")
-    return report_main([str(out)])
+    code = report_main([str(out)])
+    summary = summarize_demo(out, [m for m in methods], seeds, wall_s=time.time() - start)
+    from .io import atomic_write_text
+
+    atomic_write_text(out / "demo.json", json.dumps(summary, indent=1) + "\n")
+    print(f"Wrote {out / 'demo.json'}")
+    return code
+
+
+def summarize_demo(out: Path, methods, seeds: List[int], wall_s: float) -> dict:
+    """Means and seed std (population, in %) of base, new and HM per method, from the output tree's logs.
+
+    HM is the harmonic mean of the mean base and mean new accuracies (as the report and the papers compute it);
+    ``hm_std`` is the std of the per-seed HMs.
+    """
+    from .report.results import scan_base2new, summarize
+    from .world import DATASET_DIR
+
+    reports = {r.trainer: r for r in summarize(scan_base2new(str(out / "base2new")))}
+    result: dict = {}
+    for name, _, _, key in methods:
+        rep = reports.get(name)
+        stats = rep.datasets.get(DATASET_DIR) if rep else None
+        if stats is None:
+            continue
+        row = {}
+        for part, mean, std in (("base", stats.base_mean, stats.base_std), ("new", stats.new_mean, stats.new_std),
+                                ("hm", stats.hm, stats.hm_seed_std)):
+            row[part] = None if mean is None else round(mean, 2)
+            row[part + "_std"] = None if std is None else round(std, 2)
+        row["seeds"] = sorted(set(stats.base) & set(stats.new))
+        result[key] = row
+    result["seeds"] = list(seeds)
+    result["wall_s"] = round(wall_s, 1)
+    return result
+
+
+def _check_world(folder: Path) -> None:
+    """Say so when an existing benchmark folder was not generated with the default world parameters."""
+    from .world import HARDNESS, HUE_SHIFT
+
+    info_path = folder / "generator.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        info = {}
+    used = {"seed": info.get("seed"), "hue_shift": info.get("hue_shift", 0.0), "hardness": info.get("hardness")}
+    default = {"seed": 0, "hue_shift": HUE_SHIFT, "hardness": HARDNESS}
+    if used != default:
+        diff = ", ".join(f"{k} {used[k]} (default {default[k]})" for k in default if used[k] != default[k])
+        print(f"Note: using the existing benchmark in {folder}, which is not the default one: {diff} "
+              f"(from {info_path}). Delete that folder, or pass another --data, for the default benchmark.")
+
+
+def _shots(opts: List[str]) -> int:
+    """The shot count of the runs: SHOTS, or the last `DATASET.NUM_SHOTS N` among the overrides."""
+    shots = SHOTS
+    for key, value in zip(opts, opts[1:]):
+        if key == "DATASET.NUM_SHOTS":
+            try:
+                shots = int(value)
+            except ValueError:
+                raise SystemExit(f"prometar demo: DATASET.NUM_SHOTS must be an integer, got {value!r}") from None
+    return shots
 
 
 def _last_epoch(train_dir: Path) -> int:

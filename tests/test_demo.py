@@ -9,6 +9,7 @@ def test_demo_trains_and_reports_well_above_chance(tmp_path, capsys):
     out = tmp_path / "out"
     # The demo's real pipeline with a shortened schedule (1 epoch, 4 shots) to keep the suite fast.
     code = demo_main(["--data", str(tmp_path / "data"), "--output", str(out), "--device", "cpu",
+                      "--methods", "ZeroShotCLIP", "LinearProbe", "CoOp", "IVLP", "ProMetaR",
                       "OPTIM.MAX_EPOCH", "1", "OPTIM_VNET.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "4",
                       "DATALOADER.NUM_WORKERS", "0"])
     assert code == 0
@@ -16,8 +17,17 @@ def test_demo_trains_and_reports_well_above_chance(tmp_path, capsys):
     assert (out / "report.md").is_file() and (out / "report.png").is_file()
     with open(out / "report.csv") as f:
         rows = {row["trainer"]: row for row in csv.DictReader(f) if row["dataset"] == "prometar_world"}
-    assert set(rows) == {"ZeroShotCLIP", "ProMetaR"}
+    assert set(rows) == {"ZeroShotCLIP", "LinearProbe", "CoOp", "IVLP", "ProMetaR"}
     chance = 100 / 16  # 16 base and 16 new classes
     for row in rows.values():
         assert float(row["base_mean"]) > 3 * chance and float(row["new_mean"]) > 3 * chance, row
         assert float(row["hm"]) > 3 * chance
+    summary = json.loads((out / "demo.json").read_text())
+    assert set(summary) == {"zero_shot", "linear_probe", "coop", "ivlp", "prometar", "seeds", "wall_s"}
+    assert summary["seeds"] == [1]
+    for key, trainer in (("zero_shot", "ZeroShotCLIP"), ("linear_probe", "LinearProbe"), ("prometar", "ProMetaR")):
+        assert abs(summary[key]["base"] - float(rows[trainer]["base_mean"])) < 0.01
+        assert abs(summary[key]["new"] - float(rows[trainer]["new_mean"])) < 0.01
+        assert summary[key]["seeds"] == [1]
+    probe_log = next((out / "base2new" / "test_new").rglob("LinearProbe/linear_probe/seed1/log.txt")).read_text()
+    assert "4 shots of the new classes, seed 1" in probe_log
