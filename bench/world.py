@@ -66,12 +66,13 @@ def properties(res: Dict[str, dict]) -> Dict[str, object]:
                                                           else out["ivlp_gain_base"] >= IVLP_GAIN),
         "CoOp new < zero-shot new": None if out["coop_forgetting_new"] is None else out["coop_forgetting_new"] > 0,
     }
+    out["checks"] = checks
+    out["all_hold"] = None not in checks.values() and all(checks.values())
+    # The paper's claim: reported whatever comes out, never a criterion for choosing the world.
+    out["prometar_hm_above_ivlp_coop_zero_shot"] = None
     if all(k in res for k in ("prometar", "ivlp", "coop", "zero_shot")):
         hms = {k: res[k]["hm"] for k in ("prometar", "ivlp", "coop", "zero_shot")}
-        checks["ProMetaR HM above IVLP, CoOp and zero-shot (the paper's claim; reported, not tuned for)"] = \
-            all(hms["prometar"] > hms[k] for k in ("ivlp", "coop", "zero_shot"))
-    out["checks"] = checks
-    out["all_hold"] = all(v for v in checks.values() if v is not None) and None not in checks.values()
+        out["prometar_hm_above_ivlp_coop_zero_shot"] = all(hms["prometar"] > hms[k] for k in ("ivlp", "coop", "zero_shot"))
     return out
 
 
@@ -80,7 +81,7 @@ def run_world(seeds: Sequence[int], methods: Sequence[str], hue_shift: float, ha
     """Generate the benchmark (seed 0, the demo's) with these world parameters and run the demo's methods."""
     data, out = work / "data", work / "output"
     generate_world(data, seed=0, hue_shift=hue_shift, hardness=hardness)
-    argv = ["--data", str(data), "--output", str(out), "--seeds", *map(str, seeds), "--methods", *methods]
+    argv = ["--data", str(data), "--output", str(out), "--seeds", *map(str, seeds), "--methods", ",".join(methods)]
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     start = time.time()
     with sink:

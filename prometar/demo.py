@@ -59,6 +59,17 @@ def _run(argv: List[str], folder: Path, what: str, verbose: bool) -> None:
     print(f" accuracy {result.accuracy:.1f}% ({time.time() - start:.0f} s, log: {folder / 'log.txt'})")
 
 
+def _method_list(text: str) -> Tuple[str, ...]:
+    """`--methods` value: comma-separated names from METHODS."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    known = [m[0] for m in METHODS]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(bad) or repr(text)}; "
+                                         f"choose from {', '.join(known)}")
+    return names
+
+
 def _probe(data: Path, seed: int, split: str, folder: Path, device: str, shots: int) -> None:
     """The linear probe of one seed and split, written as a finished evaluation log that the report reads."""
     from .clip_loader import load_clip
@@ -90,8 +101,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="also CoOp and the linear probe, over seeds 1, 2, 3")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 1; with --full: 1 2 3)")
-    parser.add_argument("--methods", nargs="+", choices=[m[0] for m in METHODS],
-                        help=f"methods to run (default: {' '.join(DEFAULT_METHODS)}; with --full: all)")
+    parser.add_argument("--methods", type=_method_list, metavar="A,B,...",
+                        help=f"comma-separated methods to run, from {','.join(m[0] for m in METHODS)} "
+                             f"(default: {','.join(DEFAULT_METHODS)}; with --full: all)")
     parser.add_argument("--device", default="", help="cpu, cuda, mps (default: CUDA, then MPS, then CPU)")
     parser.add_argument("--verbose", action="store_true", help="show every run's full log on the console")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")

@@ -108,3 +108,28 @@ def test_target_checks(step_cost):
 def test_step_cost_rejects_a_single_class(step_cost):
     with pytest.raises(SystemExit):
         step_cost.main(["--shape", "tiny", "--n-cls", "1"])
+
+
+def test_world_bench_properties_follow_the_thresholds():
+    world_bench = _load("world")
+
+    def res(zs, probe, coop, ivlp, prometar=None):
+        out = {"zero_shot": dict(zip(("base", "new", "hm"), zs)), "linear_probe": dict(zip(("base", "new"), probe)),
+               "coop": dict(zip(("base", "new", "hm"), coop)), "ivlp": dict(zip(("base", "new", "hm"), ivlp))}
+        if prometar:
+            out["prometar"] = dict(zip(("base", "new", "hm"), prometar))
+        return out
+
+    good = world_bench.properties(res((50, 50, 50), (60, 61), (55, 49, 51.9), (58, 52, 54.8)))
+    assert good["headroom_base"] == 10 and good["headroom_new"] == 11 and good["ivlp_gain_base"] == 8
+    assert good["coop_forgetting_new"] == 1 and good["all_hold"]
+    for bad in (res((50, 50, 50), (59.9, 70), (55, 49, 51.9), (58, 52, 54.8)),   # too little headroom on base
+                res((50, 50, 50), (70, 70), (55, 50, 52.4), (58, 52, 54.8)),     # CoOp does not forget
+                res((50, 50, 50), (70, 70), (55, 40, 46.1), (57.9, 52, 54.8))):  # IVLP gains < 8
+        assert not world_bench.properties(bad)["all_hold"]
+    with_prometar = world_bench.properties(res((50, 50, 50), (70, 70), (55, 40, 46.1), (60, 45, 51.4),
+                                               (60, 55, 57.4)))
+    assert with_prometar["prometar_hm_above_ivlp_coop_zero_shot"] is True and with_prometar["all_hold"]
+    worse = world_bench.properties(res((50, 50, 50), (70, 70), (55, 40, 46.1), (60, 45, 51.4), (60, 40, 48.0)))
+    assert worse["prometar_hm_above_ivlp_coop_zero_shot"] is False and worse["all_hold"]  # reported, not required
+    assert good["prometar_hm_above_ivlp_coop_zero_shot"] is None

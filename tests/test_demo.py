@@ -1,5 +1,6 @@
 """The bundled default end to end: `prometar demo` on the procedural benchmark with the shipped small CLIP."""
 import csv
+import json
 
 
 from prometar.demo import main as demo_main
@@ -9,7 +10,7 @@ def test_demo_trains_and_reports_well_above_chance(tmp_path, capsys):
     out = tmp_path / "out"
     # The demo's real pipeline with a shortened schedule (1 epoch, 4 shots) to keep the suite fast.
     code = demo_main(["--data", str(tmp_path / "data"), "--output", str(out), "--device", "cpu",
-                      "--methods", "ZeroShotCLIP", "LinearProbe", "CoOp", "IVLP", "ProMetaR",
+                      "--methods", "ZeroShotCLIP,LinearProbe,CoOp,IVLP,ProMetaR",
                       "OPTIM.MAX_EPOCH", "1", "OPTIM_VNET.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "4",
                       "DATALOADER.NUM_WORKERS", "0"])
     assert code == 0
@@ -31,3 +32,14 @@ def test_demo_trains_and_reports_well_above_chance(tmp_path, capsys):
         assert summary[key]["seeds"] == [1]
     probe_log = next((out / "base2new" / "test_new").rglob("LinearProbe/linear_probe/seed1/log.txt")).read_text()
     assert "4 shots of the new classes, seed 1" in probe_log
+
+
+def test_demo_refuses_an_unknown_method(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        demo_main(["--data", str(tmp_path / "data"), "--methods", "IVLP,CoCoOp"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "CoCoOp" in err and "ZeroShotCLIP" in err
+    assert not (tmp_path / "data").exists()
