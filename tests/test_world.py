@@ -210,3 +210,9 @@ def test_probe_cli_reports_probe_zero_shot_and_headroom(tmp_path, capsys):
         assert 0 <= out["linear_probe"][part] <= 100 and 0 <= out["zero_shot"][part] <= 100
         assert out["headroom"][part] == round(out["linear_probe"][part] - out["zero_shot"][part], 2)
     assert (root / world.DATASET_DIR / "split_fewshot" / "shot_2-seed_1.pkl").is_file()
+
+
+def test_frozen_classnames_are_what_the_recorded_search_finds():
+    from prometar.world.benchmark import search_classnames
+
+    assert tuple(search_classnames()) == world.CLASSNAMES

@@ -146,9 +146,6 @@ class LocalBackend:
                 ended.append((launch, code, ""))
         return ended
 
-    def running_launches(self) -> List[Launch]:
-        return [launch for launch, _, _ in self.running.values()]
-
     def cancel(self, grace_s: float = 10.0) -> None:
         """Stop every running job (SIGTERM, then SIGKILL after ``grace_s``)."""
         for _, proc, _ in self.running.values():
@@ -305,9 +302,6 @@ class SubmititBackend:
             self.running.remove(launch)
             ended.append((launch, code, err))
         return ended
-
-    def running_launches(self) -> List[Launch]:
-        return list(self.running)
 
     def still_active(self, backend_ids: Sequence[str]) -> List[str]:
         """Those of ``backend_ids`` (from an earlier driver of this sweep) that Slurm still runs or queues."""

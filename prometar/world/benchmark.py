@@ -23,7 +23,7 @@ HUE_SHIFT = 30.0
 HARDNESS = 0.75
 
 #: The 32 benchmark classes (label = index); base = first 16, new = last 16. See :mod:`prometar.world.scenes`. Found
-#: by ``_search_classnames()`` (kept for reference) and frozen so that the benchmark never changes.
+#: by :func:`search_classnames` (a test re-runs it) and frozen so that the benchmark never changes.
 CLASSNAMES: Tuple[str, ...] = (
     # ---- base classes ----
     "checkered_yellow_pentagon", "solid_orange_square", "dotted_gray_star", "hollow_purple_triangle",
@@ -46,7 +46,7 @@ def _parse(name: str) -> Tuple[str, str, str]:
 
 
 
-def _search_classnames(n_classes: int = 32, iters: int = 20000, seed: int = 1234) -> List[str]:
+def search_classnames(n_classes: int = 32, iters: int = 20000, seed: int = 1234) -> List[str]:
     """Pick classes: in each half every shape twice, patterns balanced, every colour at least once, and many
     single-attribute neighbours within a half (equal counts in both halves). Local search over swaps."""
     rng = np.random.default_rng(seed)
