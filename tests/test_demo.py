@@ -43,3 +43,15 @@ def test_demo_refuses_an_unknown_method(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "CoCoOp" in err and "ZeroShotCLIP" in err
     assert not (tmp_path / "data").exists()
+
+
+def test_demo_says_when_an_existing_benchmark_is_not_the_default(tmp_path, capsys):
+    from prometar.world import generate_world
+
+    generate_world(tmp_path / "data", seed=0, n_train=2, n_val=1, n_test=2, hue_shift=0.0, hardness=1.0)
+    code = demo_main(["--data", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--device", "cpu",
+                      "--methods", "ZeroShotCLIP", "DATASET.NUM_SHOTS", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "not the default one: hue_shift 0.0 (default 30.0), hardness 1.0 (default 0.75)" in out
+    assert str(tmp_path / "data" / "prometar_world" / "generator.json") in out
