@@ -219,7 +219,7 @@ def test_dataset_yamls():
 
 def test_every_trainer_yaml_merges():
     files = sorted(glob.glob(os.path.join(TRAINER_DIR, "*.yaml")))
-    assert len(files) == 11  # 8 ViT-B/16 configs (4 learners, plain and + ProMetaR) + 3 for the bundled world
+    assert len(files) == 12  # 8 ViT-B/16 configs (4 learners, plain and + ProMetaR) + 4 for the bundled world
     for f in files:
         cfg = load_cfg(os.path.join(REPO, "configs", "datasets", "dtd.yaml"), f)
         assert cfg.TRAINER.PROMETAR.LEARNER in LEARNERS, f
