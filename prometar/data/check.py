@@ -141,7 +141,8 @@ def _check_imagefolder(spec: DatasetSpec, ddir: str, res: CheckResult) -> None:
         res.notes.append(f"no {spec.split_file} yet (the first run draws and saves the split)")
 
 
-_CHECKS = {
+#: One layout check per on-disk layout (`DatasetSpec.kind`); they only read, never write.
+CHECKS = {
     "json": _check_json,
     "fgvc": _check_fgvc,
     "imagenet": _check_imagenet,
@@ -160,5 +161,5 @@ def check_dataset(name: str, root: str) -> CheckResult:
         res.status = "missing"
         res.missing.append(f"{ddir} (dataset folder)")
         return res
-    _CHECKS[spec.kind](spec, ddir, res)
+    CHECKS[spec.kind](spec, ddir, res)
     return res

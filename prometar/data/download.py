@@ -21,7 +21,7 @@ import zipfile
 from tabulate import tabulate
 
 from .check import CheckResult, check_dataset
-from .sources import DRIVE_DOWNLOAD, IMAGENET_CLASSNAMES_ID, MANUAL, SOURCES, Fetch
+from .sources import DRIVE_DOWNLOAD, IMAGENET_CLASSNAMES_ID, Fetch
 from .specs import SPECS, layout_hint, resolve_name, resolve_root
 
 
@@ -177,11 +177,13 @@ def run_step(step: Fetch, root: str, keep_archives: bool = False) -> None:
 
 
 def download_dataset(name: str, root: str, keep_archives: bool = False) -> CheckResult:
-    """Run every step of `SOURCES[name]`, print manual instructions for what failed, then check."""
+    """Run every download step of the dataset's table entry, print manual instructions for what failed, then
+    check the layout."""
     root = resolve_root(root)
     os.makedirs(root, exist_ok=True)
     failed = []
-    for step in SOURCES[name]:
+    spec = SPECS[name]
+    for step in spec.sources:
         try:
             run_step(step, root, keep_archives)
         except (OSError, DownloadError, urllib.error.URLError, ValueError) as exc:
@@ -194,10 +196,10 @@ def download_dataset(name: str, root: str, keep_archives: bool = False) -> Check
         if failed:
             print("Fetch these by hand (then re-run the command; finished steps are skipped):")
             print("\n".join(manual_step(s, root) for s in failed))
-        if name in MANUAL:
-            print(MANUAL[name])
+        if spec.manual:
+            print(spec.manual)
         print("Still missing:\n  " + "\n  ".join(result.missing))
-        print(layout_hint(SPECS[name], root))
+        print(layout_hint(spec, root))
     else:
         print(f"{name} is complete under {root}")
     return result
@@ -217,10 +219,26 @@ def print_check(results: list[CheckResult], root: str) -> None:
             print(f"\n{r.name}: missing\n  " + "\n  ".join(r.missing))
 
 
+def print_table() -> None:
+    """`prometar data --list`: the dataset table, one row per dataset."""
+    rows = []
+    for spec in SPECS.values():
+        get = "download" if any(not f.optional for f in spec.sources) else "local"  # generated, or your images
+        if spec.manual and spec.sources:
+            get += " + manual"
+        rows.append([spec.name, spec.config, spec.dataset_dir, spec.num_classes or "any",
+                     " ".join(spec.protocols) or "-", get, spec.classnames])
+    print(tabulate(rows, headers=["DATASET.NAME", "config", "folder", "classes", "protocols", "get it",
+                                  "class names from"]))
+    print("`prometar data NAME --root DATA` downloads a dataset (and prints any manual steps); "
+          "`prometar data --check --root DATA` checks the folders.")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prometar data", description="Get the CoOp benchmark datasets or check their layout.")
     p.add_argument("names", nargs="*", help="dataset names (EuroSAT or config names like eurosat); none with --check = all")
-    p.add_argument("--root", required=True, help="the DATA folder (DATASET.ROOT)")
+    p.add_argument("--root", help="the DATA folder (DATASET.ROOT); needed unless --list")
+    p.add_argument("--list", action="store_true", help="print the dataset table (names, folders, classes, sources)")
     p.add_argument("--check", action="store_true", help="only report which datasets are complete")
     p.add_argument("--strict", action="store_true", help="with --check: exit 1 unless every checked dataset is ok")
     p.add_argument("--keep-archives", action="store_true", help="keep downloaded archives after unpacking")
@@ -233,6 +251,13 @@ def data_main(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.list:
+        print_table()
+        return 0
+    if not args.root:
+        print("prometar data: --root DATA is required (the folder that holds, or will hold, the datasets)",
+              file=sys.stderr)
+        return 2
     try:
         names = [resolve_name(n, aliases=True) for n in args.names if n != "all"]
     except KeyError as exc:

@@ -14,7 +14,7 @@ from .imagefolder import imagefolder_spec, read_imagefolder
 from .names import sun397_classname, ucf101_classname, pets_classname
 from .records import Datum, dump_records, load_records
 from .reroot import CacheMismatchError, reroot, same_folder, under
-from .sources import DRIVE_VIEW, split_file_source
+from .sources import DRIVE_VIEW
 from .specs import (
     DatasetLayoutError,
     DatasetSpec,
@@ -22,10 +22,12 @@ from .specs import (
     layout_hint,
     missing_path_error,
     resolve_root,
+    split_file_source,
 )
 from .splits import listdir_nohidden, make_records, read_split, split_by_folder, split_trainval, write_split
 
 Lists = tuple[list[Datum], list[Datum], list[Datum]]
+Options = Mapping[str, Any] | None  # dataset-specific config keys (only ImageFolder has any)
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,7 @@ def read_dataset_lists(
     if not os.path.isdir(ddir):
         raise missing_path_error("dataset folder", ddir, spec, root)
     fewshot_dir = None if spec.test_only else _make_fewshot_dir(ddir)
-    if spec.kind == "imagefolder":
-        train, val, test = read_imagefolder(spec, ddir, options)
-    else:
-        train, val, test = _READERS[spec.kind](spec, ddir, root)
+    train, val, test = READERS[spec.kind](spec, ddir, root, options)
     if not spec.test_only:
         check_train_classes(train, {"val": val or [], "test": test}, spec.name, _train_source(spec, ddir))
     info = ListsInfo(
@@ -160,13 +159,13 @@ def _lines(path: str) -> list[str]:
 # DescribableTextures, EuroSAT, UCF101, PrometarWorld)
 
 
-def _read_json(spec: DatasetSpec, ddir: str, root: str) -> Lists:
+def _read_json(spec: DatasetSpec, ddir: str, root: str, _options: Options = None) -> Lists:
     split_path = os.path.join(ddir, spec.split_file)
     prefix = os.path.join(ddir, spec.prefix) if spec.prefix else ddir
     if os.path.isfile(split_path):
         _require_dir(os.path.join(ddir, spec.image_dir), "image folder", spec, root)
         return read_split(split_path, prefix)
-    fallback = _FALLBACKS.get(spec.fallback or "")
+    fallback = FALLBACKS.get(spec.fallback or "")
     if fallback is None:
         raise _missing_split_error(spec, split_path, root)
     try:
@@ -181,7 +180,7 @@ def _read_json(spec: DatasetSpec, ddir: str, root: str) -> Lists:
 
 
 def _split_download_hint(spec: DatasetSpec, split_path: str, root: str) -> str:
-    fetch = split_file_source(spec.name)
+    fetch = split_file_source(spec)
     if fetch is None:
         return f"{spec.split_file} is not distributed by CoOp; create it at {split_path}."
     return (
@@ -266,7 +265,8 @@ def _fallback_ucf101(spec: DatasetSpec, ddir: str, root: str) -> Lists:
     return train, val, test
 
 
-_FALLBACKS: dict[str, Callable[[DatasetSpec, str, str], Lists]] = {
+#: Splitters for a missing split file (`DatasetSpec.fallback`), from the raw files.
+FALLBACKS: dict[str, Callable[[DatasetSpec, str, str], Lists]] = {
     "folder": _fallback_folder,
     "pets": _fallback_pets,
     "sun397": _fallback_sun397,
@@ -278,7 +278,7 @@ _FALLBACKS: dict[str, Callable[[DatasetSpec, str, str], Lists]] = {
 # FGVCAircraft (txt files, read every time)
 
 
-def _read_fgvc(spec: DatasetSpec, ddir: str, root: str) -> Lists:
+def _read_fgvc(spec: DatasetSpec, ddir: str, root: str, _options: Options = None) -> Lists:
     image_dir = _require_dir(os.path.join(ddir, "images"), "image folder", spec, root)
     variants = _require_file(os.path.join(ddir, "variants.txt"), "class list", spec, root)
     with open(variants, encoding="utf-8") as f:
@@ -324,7 +324,7 @@ def _lookup(classnames: "OrderedDict[str, str]", wnid: str, ddir: str, folder: s
     return classnames[wnid]
 
 
-def _read_imagenet(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datum], None, list[Datum]]:
+def _read_imagenet(spec: DatasetSpec, ddir: str, root: str, _options: Options = None) -> tuple[list[Datum], None, list[Datum]]:
     cache = os.path.join(ddir, "preprocessed.pkl")
     if os.path.isfile(cache):
         data = load_records(cache)
@@ -396,7 +396,7 @@ def _reroot_preprocessed(data: dict, cache: str, ddir: str, folder_name: str) ->
     return lists["train"], None, lists["test"]
 
 
-def _read_imagenetv2(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datum], None, list[Datum]]:
+def _read_imagenetv2(spec: DatasetSpec, ddir: str, root: str, _options: Options = None) -> tuple[list[Datum], None, list[Datum]]:
     image_dir = _require_dir(os.path.join(ddir, spec.image_dir), "image folder", spec, root)
     names = list(_read_classnames(spec, ddir, root).values())
     data = []
@@ -407,7 +407,7 @@ def _read_imagenetv2(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datu
     return data, None, data
 
 
-def _read_wnid_folders(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Datum], None, list[Datum]]:
+def _read_wnid_folders(spec: DatasetSpec, ddir: str, root: str, _options: Options = None) -> tuple[list[Datum], None, list[Datum]]:
     image_dir = _require_dir(os.path.join(ddir, spec.image_dir), "image folder", spec, root)
     classnames = _read_classnames(spec, ddir, root)
     folders = [f for f in listdir_nohidden(image_dir, sort=True) if f not in spec.ignored]
@@ -422,10 +422,16 @@ def _read_wnid_folders(spec: DatasetSpec, ddir: str, root: str) -> tuple[list[Da
     return data, None, data
 
 
-_READERS: dict[str, Callable[[DatasetSpec, str, str], tuple]] = {
+def _read_imagefolder(spec: DatasetSpec, ddir: str, root: str, options: Options = None) -> Lists:
+    return read_imagefolder(spec, ddir, options)
+
+
+#: One reader per on-disk layout (`DatasetSpec.kind`): (spec, dataset folder, ROOT, options) -> lists.
+READERS: dict[str, Callable[[DatasetSpec, str, str, Options], tuple]] = {
     "json": _read_json,
     "fgvc": _read_fgvc,
     "imagenet": _read_imagenet,
     "imagenetv2": _read_imagenetv2,
     "wnid_folders": _read_wnid_folders,
+    "imagefolder": _read_imagefolder,
 }
