@@ -1,4 +1,7 @@
-"""Caltech101 for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl)."""
+"""Caltech101 for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl).
+
+Generated from the dataset table by `python -m prometar.data.coop_files`; do not edit.
+"""
 from prometar.dassl.datasets import register_dataset
 
 Caltech101 = register_dataset("Caltech101")

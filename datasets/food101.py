@@ -1,4 +1,7 @@
-"""Food101 for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl)."""
+"""Food101 for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl).
+
+Generated from the dataset table by `python -m prometar.data.coop_files`; do not edit.
+"""
 from prometar.dassl.datasets import register_dataset
 
 Food101 = register_dataset("Food101")

@@ -1,4 +1,7 @@
-"""ImageNetSketch for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl)."""
+"""ImageNetSketch for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl).
+
+Generated from the dataset table by `python -m prometar.data.coop_files`; do not edit.
+"""
 from prometar.dassl.datasets import register_dataset
 
 ImageNetSketch = register_dataset("ImageNetSketch")

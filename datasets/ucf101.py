@@ -1,4 +1,7 @@
-"""UCF101 for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl)."""
+"""UCF101 for Dassl: importing this module registers it (reader: prometar.data; see prometar.dassl).
+
+Generated from the dataset table by `python -m prometar.data.coop_files`; do not edit.
+"""
 from prometar.dassl.datasets import register_dataset
 
 UCF101 = register_dataset("UCF101")

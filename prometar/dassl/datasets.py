@@ -1,6 +1,7 @@
 """This project's datasets as Dassl ``DatasetBase`` subclasses (registered under the CoOp names).
 
-Each class is a thin wrapper over :func:`prometar.data.build_lists` (readers, few-shot sampling with
+One class per entry of the dataset table (``prometar.data.specs.SPECS``). Each is a thin wrapper over
+:func:`prometar.data.datasets.lists_from_cfg` (readers, few-shot sampling with
 the shared ``split_fewshot/shot_{N}-seed_{S}.pkl`` cache, base/new subsampling): the constructor
 takes Dassl's ``cfg``, converts the records to Dassl's ``Datum`` and calls
 ``DatasetBase.__init__(train_x=..., val=..., test=...)`` (ImageNet: val = test; the test-only
@@ -17,8 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..data import build_lists
-from ..data.imagefolder import dataset_options
+from ..data.datasets import lists_from_cfg
 from ..data.specs import SPECS, resolve_name
 
 __all__ = ["DATASET_NAMES", "get_dataset_class", "get_dataset_wrapper", "register_dataset", "register_datasets",
@@ -56,9 +56,7 @@ def _build_class(name: str) -> type:
     spec = SPECS[name]
 
     def __init__(self, cfg):
-        subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
-        lists = build_lists(name, cfg.DATASET.ROOT, num_shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED,
-                            subsample=subsample, options=dataset_options(cfg))
+        lists = lists_from_cfg(name, cfg)
         self.dataset_dir = lists.dataset_dir
         DatasetBase.__init__(self, train_x=to_dassl_records(lists.train), val=to_dassl_records(lists.val),
                              test=to_dassl_records(lists.test))

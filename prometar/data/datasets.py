@@ -1,7 +1,6 @@
 """Standalone dataset objects (Dassl `DatasetBase` look-alikes), the registry and `build_dataset`."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -48,6 +47,14 @@ def build_lists(
         return DatasetLists(train, test, test, info.dataset_dir)  # ImageNet: val is the test list
     train, val, test = (list(x) for x in subsample_classes(train, val, test, subsample=subsample))
     return DatasetLists(train, val, test, info.dataset_dir)
+
+
+def lists_from_cfg(name: str, cfg: Any) -> DatasetLists:
+    """`build_lists` with the config's DATASET.ROOT, NUM_SHOTS, SUBSAMPLE_CLASSES (default `all`), SEED and
+    dataset options: what a dataset class of either engine is built from."""
+    data = cfg.DATASET
+    return build_lists(name, data.ROOT, num_shots=data.NUM_SHOTS, seed=cfg.SEED,
+                       subsample=data.get("SUBSAMPLE_CLASSES", "all"), options=dataset_options(cfg))
 
 
 class DatasetBase:
@@ -99,108 +106,37 @@ class BenchmarkDataset(DatasetBase):
     spec_name = ""
 
     def __init__(self, cfg: Any) -> None:
-        data = cfg.DATASET
-        lists = build_lists(
-            self.spec_name,
-            data.ROOT,
-            num_shots=data.NUM_SHOTS,
-            seed=cfg.SEED,
-            subsample=data.get("SUBSAMPLE_CLASSES", "all"),
-            options=dataset_options(cfg),
-        )
+        lists = lists_from_cfg(self.spec_name, cfg)
         self.dataset_dir = lists.dataset_dir
         super().__init__(train_x=lists.train, val=lists.val, test=lists.test)
 
 
-class ImageNet(BenchmarkDataset):
-    spec_name = "ImageNet"
+def _dataset_class(name: str) -> type[BenchmarkDataset]:
+    spec = SPECS[name]
+    doc = (f"{name} (folder `{spec.dataset_dir}` under DATASET.ROOT), read from the dataset table's entry; "
+           f"few-shot and base/new subsampling as CoOp.")
+    cls = type(name, (BenchmarkDataset,), {"spec_name": name, "__doc__": doc, "__module__": __name__})
+    return cls
 
 
-class Caltech101(BenchmarkDataset):
-    spec_name = "Caltech101"
+#: DATASET.NAME -> built-in dataset class, one per entry of the dataset table (`prometar.data.specs.SPECS`).
+DATASETS: dict[str, type[BenchmarkDataset]] = {name: _dataset_class(name) for name in SPECS}
 
 
-class OxfordPets(BenchmarkDataset):
-    spec_name = "OxfordPets"
-
-
-class StanfordCars(BenchmarkDataset):
-    spec_name = "StanfordCars"
-
-
-class OxfordFlowers(BenchmarkDataset):
-    spec_name = "OxfordFlowers"
-
-
-class Food101(BenchmarkDataset):
-    spec_name = "Food101"
-
-
-class FGVCAircraft(BenchmarkDataset):
-    spec_name = "FGVCAircraft"
-
-
-class SUN397(BenchmarkDataset):
-    spec_name = "SUN397"
-
-
-class DescribableTextures(BenchmarkDataset):
-    spec_name = "DescribableTextures"
-
-
-class EuroSAT(BenchmarkDataset):
-    spec_name = "EuroSAT"
-
-
-class UCF101(BenchmarkDataset):
-    spec_name = "UCF101"
-
-
-class ImageNetV2(BenchmarkDataset):
-    spec_name = "ImageNetV2"
-
-
-class ImageNetSketch(BenchmarkDataset):
-    spec_name = "ImageNetSketch"
-
-
-class ImageNetA(BenchmarkDataset):
-    spec_name = "ImageNetA"
-
-
-class ImageNetR(BenchmarkDataset):
-    spec_name = "ImageNetR"
-
-
-class PrometarWorld(BenchmarkDataset):
-    spec_name = "PrometarWorld"
-
-
-class ImageFolder(BenchmarkDataset):
-    """A user's own class folders (DATASET.IMAGEFOLDER.* keys; see `prometar.data.imagefolder`)."""
-
-    spec_name = "ImageFolder"
-
-
-DATASETS: dict[str, type[BenchmarkDataset]] = {
-    cls.spec_name: cls
-    for cls in (ImageNet, Caltech101, OxfordPets, StanfordCars, OxfordFlowers, Food101, FGVCAircraft, SUN397,
-                DescribableTextures, EuroSAT, UCF101, ImageNetV2, ImageNetSketch, ImageNetA, ImageNetR,
-                PrometarWorld, ImageFolder)
-}
-assert set(DATASETS) == set(SPECS), "every spec needs a dataset class"
+def __getattr__(name: str) -> type[BenchmarkDataset]:
+    if name in DATASETS:  # `prometar.data.datasets.EuroSAT`, as if each class were written out
+        return DATASETS[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_dataset(cfg: Any) -> DatasetBase:
     """Build `DATASETS[cfg.DATASET.NAME](cfg)`, printing `Loading dataset: <name>` like Dassl."""
     name = cfg.DATASET.NAME
-    if name not in DATASETS:
+    if name not in DATASETS:  # DATASETS has every name of the table: the error names the choices and a hint
         try:
-            resolve_name(name)  # raises with a hint (config name, close match)
+            resolve_name(name)
         except KeyError as exc:
             raise KeyError(f"DATASET.NAME: {exc.args[0]}") from None
-        close = difflib.get_close_matches(name, list(DATASETS), n=1)
-        raise KeyError(f"DATASET.NAME {name!r} is not registered; did you mean {close}?")
     if cfg.get("VERBOSE", True):
         print(f"Loading dataset: {name}")
     return DATASETS[name](cfg)
