@@ -138,7 +138,7 @@ def bar_figure(reports: Sequence[MethodReport], published: dict[str, Any]) -> An
             used = {d for rep in reports for d in rep.average()[3] if rep.average()[2] is not None}
             title = f"Average ({len(used)} datasets)"
         else:
-            title = display(panel, published)
+            title = display(panel)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
@@ -207,7 +207,7 @@ def base_new_figure(reports: Sequence[MethodReport], published: dict[str, Any]) 
                 continue
             ax.errorbar([s.base_mean], [s.new_mean], xerr=[s.base_std] if s.base_std else None,
                         yerr=[s.new_std] if s.new_std else None, fmt="o", color=colors[k], ms=5, capsize=2)
-            ax.annotate(display(d, published), (s.base_mean, s.new_mean), textcoords="offset points",
+            ax.annotate(display(d), (s.base_mean, s.new_mean), textcoords="offset points",
                         xytext=(4, 4), fontsize=7)
         b, n, h, used = rep.average()
         if h is not None:
@@ -326,7 +326,7 @@ def draw_curves(runs: Runs, reports: Sequence[MethodReport], published: dict[str
                     final[seed] = res.accuracy
             if not histories:
                 continue
-            title = f"{labels.get(key, f'{trainer}/{cfg}')} on {display(dataset, published)}: per-epoch training curves"
+            title = f"{labels.get(key, f'{trainer}/{cfg}')} on {display(dataset)}: per-epoch training curves"
             name = _slug(f"{dataset}__{trainer}__{cfg}" + ("" if shots == 16 else f"__{shots}shots")) + ".png"
             os.makedirs(out_dir, exist_ok=True)
             written.append((title, _save(curve_figure(histories, title, final), os.path.join(out_dir, name))))

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Optional, Sequence
 
+from ..data.specs import protocol_datasets
+
 __all__ = [
     "LogResult", "DatasetStats", "MethodReport", "Runs", "END_SIGNALS", "RESULT_SIGNAL", "SPLITS",
     "harmonic_mean", "parse_log", "read_run", "find_base2new_dir", "scan_base2new", "summarize",
@@ -334,10 +336,7 @@ def load_published() -> dict[str, Any]:
     return json.loads(text)
 
 
-_PUBLISHED_ORDER = [
-    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
-]
+_PUBLISHED_ORDER = protocol_datasets("base2new")  # the paper's order, as in the dataset table
 
 
 def paper_average(published: dict[str, Any], datasets: Sequence[str]) -> tuple[Optional[float], list[str], bool]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import csv
 from typing import Any, Optional, Sequence
 
+from ..data.specs import SPECS, protocol_datasets
 from .results import MIN_AVERAGE_DATASETS, MethodReport, ordered, paper_average
 
 __all__ = ["fmt", "display", "table_rows", "markdown_table", "notes", "seed_notes", "paper_comparison",
            "render_markdown", "write_csv", "N_PAPER_DATASETS"]
 
-#: Datasets in the paper's base-to-new table.
-N_PAPER_DATASETS = 11
+#: Datasets in the paper's base-to-new table (the dataset table's base-to-new protocol).
+N_PAPER_DATASETS = len(protocol_datasets("base2new"))
 
 
 def fmt(mean: Optional[float], std: Optional[float] = None, n: Optional[int] = None,
@@ -24,13 +25,15 @@ def fmt(mean: Optional[float], std: Optional[float] = None, n: Optional[int] = N
     return text
 
 
-def display(dataset: str, published: dict[str, Any]) -> str:
-    """The paper's name of a dataset (``oxford_flowers`` -> ``Flowers102``), else the folder name."""
-    return published.get("display_names", {}).get(dataset, dataset)
+def display(dataset: str) -> str:
+    """The name tables show for a dataset's config name (``oxford_flowers`` -> ``Flowers102``, the dataset
+    table's ``label``); a name outside the table is shown as it is."""
+    spec = next((s for s in SPECS.values() if s.config == dataset), None)
+    return spec.label if spec is not None else dataset
 
 
-def _names(datasets: Sequence[str], published: dict[str, Any]) -> str:
-    return ", ".join(display(d, published) for d in datasets)
+def _names(datasets: Sequence[str]) -> str:
+    return ", ".join(display(d) for d in datasets)
 
 
 def _average_mark(rep: MethodReport, used: Sequence[str]) -> str:
@@ -55,7 +58,7 @@ def table_rows(reports: Sequence[MethodReport], published: dict[str, Any]) -> tu
     datasets = ordered({d for rep in reports for d in rep.datasets})
     rows = []
     for d in datasets:
-        row = [display(d, published)]
+        row = [display(d)]
         for rep in reports:
             s = rep.datasets.get(d)
             if s is None:
@@ -131,7 +134,7 @@ def paper_comparison(reports: Sequence[MethodReport], published: dict[str, Any])
             continue
         value, paper_used, full = paper_average(published, used)
         if value is None:
-            out.append(f"{rep.label}: none of the {len(used)} datasets run ({_names(used, published)}) is in the "
+            out.append(f"{rep.label}: none of the {len(used)} datasets run ({_names(used)}) is in the "
                        f"paper's table; the published 11-dataset averages are not comparable.")
         elif full:
             avg = published.get("prometar", {}).get("average", {})
@@ -143,11 +146,11 @@ def paper_comparison(reports: Sequence[MethodReport], published: dict[str, Any])
             extra = [d for d in used if d not in paper_used]
             plural = "s" if len(paper_used) != 1 else ""
             text = (f"{rep.label}: paper average over the {len(paper_used)} dataset{plural}"
-                    f" run ({_names(paper_used, published)}): {value:.2f} (mean of the published per-dataset HMs; "
+                    f" run ({_names(paper_used)}): {value:.2f} (mean of the published per-dataset HMs; "
                     f"the paper lists no per-dataset base / new); this run, same datasets, same way: "
                     f"{fmt(ours)}.")
             if extra:
-                text += f" Not in the paper: {_names(extra, published)}."
+                text += f" Not in the paper: {_names(extra)}."
             out.append(text)
     return out
 

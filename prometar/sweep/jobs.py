@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
+from ..data.specs import PROTOCOLS, protocol_datasets
+
 __all__ = [
     "BASE2NEW_DATASETS",
     "XD_TARGETS",
@@ -38,13 +40,10 @@ __all__ = [
     "resolve_config",
 ]
 
-#: The 11 base-to-new datasets of the paper (scripts/base2new_all.sh's default).
-BASE2NEW_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-                     "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-#: Cross-dataset targets (10) and the ImageNet variants of domain generalisation (4).
-XD_TARGETS = ("caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft", "sun397",
-              "dtd", "eurosat", "ucf101", "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
-PROTOCOLS = ("base2new", "xd")
+#: The 11 base-to-new datasets of the paper (scripts/base2new_all.sh's default), from the dataset table.
+BASE2NEW_DATASETS = protocol_datasets("base2new")
+#: Cross-dataset targets (10) and the ImageNet variants of domain generalisation (4), from the dataset table.
+XD_TARGETS = protocol_datasets("xd")
 PHASES = ("all", "train", "test")
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
