@@ -113,8 +113,10 @@ def make_fake_dataset(
     writer = _Writer(seed, image_size)
     rng = random.Random(seed)
     counts = _counts(n_classes, n_per_class)
-    if spec.kind == "json":
-        _JSON_MAKERS[spec.name](ddir, writer, rng, counts)
+    if spec.kind == "json":  # a JSON-split dataset with no maker of its own gets class folders under its prefix
+        make = _JSON_MAKERS.get(spec.name) or _make_folder_json(spec.name, spec.prefix or "", lambda f: f,
+                                                                lambda f, j: f"{f}_{j:04d}.jpg")
+        make(ddir, writer, rng, counts)
     else:
         _OTHER_MAKERS[spec.kind](spec.name, ddir, writer, rng, counts)
     return ddir

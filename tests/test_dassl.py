@@ -53,7 +53,7 @@ def tiny_clip_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def eurosat_root(tmp_path_factory):
-    from prometar.data.fake import make_fake_dataset
+    from fake_data import make_fake_dataset
 
     root = tmp_path_factory.mktemp("data")
     make_fake_dataset("EuroSAT", str(root), n_classes=4, n_per_class=6, seed=0, image_size=32)
@@ -94,9 +94,10 @@ def test_package_imports_without_dassl():
 
 
 def test_register_idempotent_and_skips_taken_names(monkeypatch):
-    import prometar.dassl as pd
     from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
     from dassl.engine import TRAINER_REGISTRY
+
+    import prometar.dassl as pd
 
     pd.register()
     assert pd.register() == {"registered": [], "skipped": []}
@@ -214,14 +215,14 @@ def _tuples(records):
 
 
 def test_fewshot_and_base_new_match_dassl(tmp_path):
+    from dassl.config import get_cfg_default
     from dassl.data.datasets import DatasetBase, Datum
     from dassl.utils import set_random_seed
+    from fake_data import make_fake_dataset
 
     from prometar.config import extend_cfg
     from prometar.dassl.datasets import get_dataset_class, to_dassl_records
     from prometar.data import build_lists, read_dataset_lists
-    from prometar.data.fake import make_fake_dataset
-    from dassl.config import get_cfg_default
 
     name, shots, seed = "DescribableTextures", 4, 2
     root = tmp_path / "data"

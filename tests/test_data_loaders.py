@@ -4,9 +4,9 @@ import types
 
 import pytest
 import torch
+from fake_data import make_fake_dataset
 
 from prometar.data import DataManager, build_data, make_data_cfg
-from prometar.data.fake import make_fake_dataset
 from prometar.data.loaders import DatasetWrapper
 
 

@@ -4,9 +4,15 @@ import os
 import pickle
 
 import pytest
+from fake_data import make_fake_dataset
 
-from prometar.data import SPECS, DatasetLayoutError, build_dataset, make_data_cfg, read_dataset_lists
-from prometar.data.fake import make_fake_dataset
+from prometar.data import (
+    SPECS,
+    DatasetLayoutError,
+    build_dataset,
+    make_data_cfg,
+    read_dataset_lists,
+)
 from prometar.data.records import load_records
 
 

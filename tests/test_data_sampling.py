@@ -3,6 +3,7 @@ import os
 import random
 
 import pytest
+from fake_data import make_fake_dataset
 
 from prometar.data import (
     Datum,
@@ -11,10 +12,9 @@ from prometar.data import (
     generate_fewshot,
     make_data_cfg,
     read_dataset_lists,
+    sampling,
     subsample_classes,
 )
-from prometar.data import sampling
-from prometar.data.fake import make_fake_dataset
 from prometar.data.records import load_records
 
 

@@ -3,9 +3,9 @@ import os
 
 import pytest
 import torch
+from fake_data import make_fake_dataset
 
 from prometar.cli import train_main
-from prometar.data.fake import make_fake_dataset
 from prometar.engine.checkpoint import load_checkpoint
 from prometar.meta import ProMetaRStep
 

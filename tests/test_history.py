@@ -3,9 +3,9 @@ import json
 import os
 
 import pytest
+from fake_data import make_fake_dataset
 
 from prometar.cli import train_main
-from prometar.data.fake import make_fake_dataset
 from prometar.engine.history import EpochHistory, read_history
 from prometar.meta import ProMetaRStep
 

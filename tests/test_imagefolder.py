@@ -6,11 +6,16 @@ import random
 import shutil
 
 import pytest
+from fake_data import make_fake_dataset
 
 from prometar.cli import train_main
 from prometar.config import extend_cfg, get_cfg_default
-from prometar.data import DatasetLayoutError, build_dataset, build_lists, read_dataset_lists
-from prometar.data.fake import make_fake_dataset
+from prometar.data import (
+    DatasetLayoutError,
+    build_dataset,
+    build_lists,
+    read_dataset_lists,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHOD_CFG = os.path.join(REPO, "configs", "trainers", "ProMetaR", "vit_b16_c2_ep10_batch4_4+4ctx.yaml")

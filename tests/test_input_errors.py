@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fake_data import make_fake_dataset
 
 from prometar.config import ConfigFileError, build_arg_parser, load_cfg
 from prometar.data import build_lists, load_records
-from prometar.data.fake import make_fake_dataset
 from prometar.data.readers import MissingTrainClassError
 from prometar.data.reroot import CacheMismatchError
 

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 import torch
+from fake_data import make_fake_dataset
 
-from prometar.data.fake import make_fake_dataset
 from prometar.engine.checkpoint import load_checkpoint
-from prometar.engine.integrity import RunLock, RunFolderBusy
+from prometar.engine.integrity import RunFolderBusy, RunLock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(REPO, "configs", "trainers", "ProMetaR", "vit_b16_c2_ep10_batch4_4+4ctx.yaml")
@@ -102,8 +102,8 @@ def test_mixed_epoch_is_refused_with_file_names(data_root, small_clip_path, tmp_
 
 
 def test_disk_full_during_save_keeps_previous_epoch(data_root, small_clip_path, tmp_path, monkeypatch):
-    from prometar.cli import train_main
     import prometar.engine.checkpoint as ckpt
+    from prometar.cli import train_main
 
     out = tmp_path / "full_disk"
     calls = {"n": 0}
@@ -175,7 +175,7 @@ def test_changed_config_is_refused_unless_flag(data_root, small_clip_path, tmp_p
 
 
 def test_config_diff_lists_keys(tmp_path, capsys):
-    from prometar.config import load_cfg, dump_cfg
+    from prometar.config import dump_cfg, load_cfg
     from prometar.engine.integrity import ConfigChanged, check_config
 
     cfg = load_cfg(DATA_CFG, CFG, ["OPTIM.LR", "0.1"])

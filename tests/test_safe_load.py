@@ -17,7 +17,12 @@ import torch
 
 from prometar.build import MODEL_NAME, MODULATOR_NAME, load_learner_state
 from prometar.engine.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from prometar.engine.safe_load import CheckpointLoadError, PickledObject, _placeholder_class, dassl_loads_safely
+from prometar.engine.safe_load import (
+    CheckpointLoadError,
+    PickledObject,
+    _placeholder_class,
+    dassl_loads_safely,
+)
 from prometar.learners import build_learner, official_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,7 +206,7 @@ def _argv(root, out, clip_path, *flags, opts=()):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from prometar.data.fake import make_fake_dataset
+    from fake_data import make_fake_dataset
 
     root = tmp_path_factory.mktemp("data")
     make_fake_dataset("EuroSAT", str(root), n_classes=4, n_per_class=6, seed=0, image_size=32)
@@ -228,9 +233,9 @@ class _Engine:
 def engine(request, data_root, small_clip_path, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"engine_{request.param}")
     if request.param == "builtin":
+        from prometar import build
         from prometar.cli import train_parser
         from prometar.config import load_cfg
-        from prometar import build
         from prometar.engine.trainer import Trainer
 
         args = train_parser().parse_args(_argv(data_root, out, small_clip_path))

@@ -3,8 +3,8 @@ base-to-new sweeps (tiny CLIP, generated datasets) on local workers, submitit's 
 one-node Slurm cluster, each checked against the same jobs run one by one."""
 import io
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_data import make_fake_dataset
 
 from prometar.cli import train_main
-from prometar.data.fake import make_fake_dataset
 from prometar.sweep.backends import LocalBackend, threads_per_job
 from prometar.sweep.cli import sweep_main
 from prometar.sweep.jobs import Launcher, SweepSpec, build_jobs, default_launcher
