@@ -243,10 +243,11 @@ def _ivlp_name(official: str) -> Optional[str]:
 def official_to_ivlp_state_dict(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Map the learnable tensors of an official IVLP/PromptSRC/ProMetaR checkpoint (whole CustomCLIP) to
     `IVLPLearner` keys (`official_key` inverted); everything else (frozen CLIP, token buffers, zero-shot encoder)
-    is dropped."""
+    is dropped. Keys are taken as they are: strip DataParallel's `module.` first
+    (`prometar.engine.checkpoint.strip_module_prefix`, as `prometar.build` does)."""
     out: Dict[str, Tensor] = {}
     for key, value in state.items():
-        name = _ivlp_name(key[len("module."):] if key.startswith("module.") else key)
+        name = _ivlp_name(key)
         if name is not None:
             out[name] = value
     return {k: v.float() for k, v in out.items()}

@@ -94,3 +94,21 @@ def test_learners_the_official_model_cannot_hold_are_refused(tmp_path, small_cli
     assert "text.0" in capsys.readouterr().err
     assert main(["export", "--to", "official", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert f'"{tmp_path / "nothing"}"' in capsys.readouterr().err
+
+
+def test_official_file_saved_from_dataparallel_loads_too(tmp_path, small_clip):
+    """An official checkpoint written from a DataParallel model has every key under `module.`; its prompts load
+    the same (the one `module.` strip is `prometar.engine.checkpoint.strip_module_prefix`)."""
+    learner = _ivlp(small_clip)
+    _run(tmp_path / "run", learner, epochs=(1,))
+    plain = export_official(str(tmp_path / "run"), str(tmp_path / "official"))
+    ckpt = torch.load(plain, weights_only=True)
+    ckpt["state_dict"] = {f"module.{k}": v for k, v in ckpt["state_dict"].items()}
+    wrapped = tmp_path / "dp" / "model.pth.tar-1"
+    wrapped.parent.mkdir()
+    torch.save(ckpt, wrapped)
+    a, b = _Model(_ivlp(small_clip)), _Model(_ivlp(small_clip))
+    load_learner_state(a, plain, strict=True)
+    load_learner_state(b, str(wrapped), strict=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), _ivlp(small_clip).parameters()))
