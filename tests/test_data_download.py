@@ -6,11 +6,11 @@ import tarfile
 import urllib.error
 
 import pytest
+from fake_data import make_fake_dataset
 
 from prometar.data import download
 from prometar.data.download import data_main, verify
-from prometar.data.fake import make_fake_dataset
-from prometar.data.sources import SOURCES, Fetch
+from prometar.data.sources import Fetch
 
 
 @pytest.fixture(autouse=True)
@@ -103,10 +103,3 @@ def test_bad_arguments(tmp_path, capsys):
     assert "expected one of" in capsys.readouterr().err
     assert data_main(["--root", str(tmp_path)]) == 2
     assert data_main([]) == 2
-
-
-def test_every_dataset_has_a_source_or_manual_note():
-    for name in download.SPECS:
-        assert SOURCES[name] or name in download.MANUAL
-        for step in SOURCES[name]:
-            assert bool(step.url) != bool(step.drive_id) or step.is_archive
