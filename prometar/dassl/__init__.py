@@ -1,4 +1,4 @@
-"""Dassl.pytorch plugin: the ``ProMetaR`` trainer and this project's 16 datasets inside Dassl.
+"""Dassl.pytorch plugin: the ``ProMetaR`` trainer and the datasets of this project's dataset table inside Dassl.
 
 Importing this package never imports Dassl; Dassl is imported only when :func:`register` (or one
 of the lazily loaded names below) is used, so ``prometar`` works without Dassl installed.

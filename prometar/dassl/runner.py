@@ -1,4 +1,4 @@
-"""Dassl's ``train.py`` flow with Dassl's own pieces, for ProMetaR (protocol.md §1).
+"""Dassl's ``train.py`` flow with Dassl's own pieces, for ProMetaR (the steps of CoOp's ``train.py``, below).
 
 ``main(args)`` takes the Namespace of :func:`prometar.config.build_arg_parser` (the CoOp-family
 ``train.py`` flags) and runs:

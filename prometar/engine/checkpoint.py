@@ -1,4 +1,4 @@
-"""Checkpoint files in Dassl's layout (protocol §11), written atomically.
+"""Checkpoint files in Dassl's layout (what Dassl's ``save_checkpoint`` writes), written atomically.
 
 Layout of one registered model's folder ``<OUTPUT_DIR>/<name>/``: ``model.pth.tar-<epoch>``
 (1-based epoch), ``checkpoint`` (text: file name of the latest checkpoint + newline) and
@@ -52,7 +52,8 @@ def make_checkpoint(
     scheduler: Any = None,
     val_result: Optional[float] = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict of protocol §11.2 (``optimizer``/``scheduler`` may be objects or states)."""
+    """The checkpoint dict Dassl writes: ``state_dict``, ``epoch``, ``optimizer``, ``scheduler``, ``val_result``
+    (``optimizer``/``scheduler`` may be objects or their states; states are stored)."""
     return {
         "state_dict": state_dict,
         "epoch": int(epoch),

@@ -1,4 +1,5 @@
-"""`train.py` flow on the built-in engine (protocol §1), for runs without Dassl."""
+"""`train.py` flow on the built-in engine, for runs without Dassl: the same steps as CoOp's `train.py` on Dassl
+(config, seed, log file, trainer, then `--eval-only` evaluation or training; see `prometar.dassl.runner`)."""
 from __future__ import annotations
 
 import os
