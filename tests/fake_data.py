@@ -22,12 +22,18 @@ from prometar.data.names import (
     CALTECH_IGNORED,
     CALTECH_RENAMES,
     EUROSAT_RENAMES,
-    cars_classname,
     pets_classname,
     sun397_classname,
     ucf101_classname,
 )
 from prometar.data.specs import get_spec
+
+def cars_classname(devkit_name: str) -> str:
+    """StanfordCars: CoOp's split file has the devkit's names with the trailing year moved to the front
+    (`AM General Hummer SUV 2000` -> `2000 AM General Hummer SUV`)."""
+    parts = devkit_name.split(" ")
+    return " ".join([parts[-1]] + parts[:-1])
+
 
 POOLS: dict[str, list[str]] = {
     "Caltech101": ["Faces", "Leopards", "Motorbikes", "accordion", "airplanes", "anchor", "yin_yang", "ant",

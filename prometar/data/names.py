@@ -40,8 +40,3 @@ def ucf101_classname(action: str) -> str:
     """UCF101: split CamelCase before capitals and join with `_` (`ApplyEyeMakeup` -> `Apply_Eye_Makeup`)."""
     return "_".join(re.findall("[A-Z][^A-Z]*", action))
 
-
-def cars_classname(devkit_name: str) -> str:
-    """StanfordCars: move the trailing year to the front (`AM General Hummer SUV 2000` -> `2000 AM ...`)."""
-    parts = devkit_name.split(" ")
-    return " ".join([parts[-1]] + parts[:-1])
