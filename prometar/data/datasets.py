@@ -115,8 +115,7 @@ def _dataset_class(name: str) -> type[BenchmarkDataset]:
     spec = SPECS[name]
     doc = (f"{name} (folder `{spec.dataset_dir}` under DATASET.ROOT), read from the dataset table's entry; "
            f"few-shot and base/new subsampling as CoOp.")
-    cls = type(name, (BenchmarkDataset,), {"spec_name": name, "__doc__": doc, "__module__": __name__})
-    return cls
+    return type(name, (BenchmarkDataset,), {"spec_name": name, "__doc__": doc, "__module__": __name__})
 
 
 #: DATASET.NAME -> built-in dataset class, one per entry of the dataset table (`prometar.data.specs.SPECS`).
