@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Dict, List
 
+from ..io import atomic_write_text
 from .specs import SPECS, DatasetSpec
 
 __all__ = ["dataset_files", "sync", "main"]
@@ -74,8 +75,7 @@ def sync(repo: str, check: bool = False) -> tuple[List[str], List[str]]:
         differ.append(rel)
         if not check:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
+            atomic_write_text(path, text)
     return differ, _stray(repo, expected)
 
 

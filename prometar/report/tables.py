@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from typing import Any, Optional, Sequence
 
-from ..data.specs import SPECS, protocol_datasets
+from ..data.specs import SPECS, protocol_datasets, resolve_name
 from .results import MIN_AVERAGE_DATASETS, MethodReport, ordered, paper_average
 
 __all__ = ["fmt", "display", "table_rows", "markdown_table", "notes", "seed_notes", "paper_comparison",
@@ -28,8 +28,10 @@ def fmt(mean: Optional[float], std: Optional[float] = None, n: Optional[int] = N
 def display(dataset: str) -> str:
     """The name tables show for a dataset's config name (``oxford_flowers`` -> ``Flowers102``, the dataset
     table's ``label``); a name outside the table is shown as it is."""
-    spec = next((s for s in SPECS.values() if s.config == dataset), None)
-    return spec.label if spec is not None else dataset
+    try:
+        return SPECS[resolve_name(dataset, aliases=True)].label
+    except KeyError:
+        return dataset
 
 
 def _names(datasets: Sequence[str]) -> str:
