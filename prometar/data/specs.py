@@ -25,9 +25,11 @@ class DatasetLayoutError(FileNotFoundError):
     """A dataset folder, split file or image is missing or malformed (the message names the path)."""
 
 
-#: Protocols a dataset can belong to: base-to-new (train on base, test on new classes) and the
-#: domain-generalisation / cross-dataset targets evaluated with the ImageNet model.
-PROTOCOLS = ("base2new", "xd")
+#: Protocols a dataset can belong to: `base2new` (train on the base classes, test on the new ones), `xd`
+#: (cross-dataset: a target of the model trained on ImageNet), `dg` (domain generalisation: an ImageNet variant
+#: the ImageNet model is evaluated on; same classes, other images) and `fewshot` (CoOp's few-shot protocol: all
+#: classes, K shots, the full test split).
+PROTOCOLS = ("base2new", "xd", "dg", "fewshot")
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +86,7 @@ _CARS = "http://ai.stanford.edu/~jkrause"
 _HENDRYCKS = "https://people.eecs.berkeley.edu/~hendrycks"
 _FROM_SPLIT = "split file"  # the third field of each entry
 _FROM_CLASSNAMES = "classnames.txt"  # `<wnid> <class name>` lines, CoOp's copy of ImageNet's
-_B2N, _XD, _BOTH = ("base2new",), ("xd",), ("base2new", "xd")
+_B2N, _DG, _BOTH = ("base2new", "fewshot"), ("dg",), ("base2new", "xd", "fewshot")
 
 SPECS: dict[str, DatasetSpec] = {
     s.name: s
@@ -101,7 +103,7 @@ SPECS: dict[str, DatasetSpec] = {
                 "them into imagenet/images/train/<wnid>/ and imagenet/images/val/<wnid>/ (the val images must be\n"
                 "sorted into the same 1000 wnid folders as train)."
             ),
-            protocols=_B2N,  # and the source of the xd protocol
+            protocols=_B2N,  # and the source of the xd and dg protocols
         ),
         DatasetSpec(
             "Caltech101", "caltech101", "caltech-101", "json", "101_ObjectCategories",
@@ -277,7 +279,7 @@ SPECS: dict[str, DatasetSpec] = {
                          "imagenetv2/imagenetv2-matched-frequency-format-val")),
                 imagenet_classnames("imagenetv2"),
             ),
-            display="ImageNet-V2", protocols=_XD,
+            display="ImageNet-V2", protocols=_DG,
         ),
         DatasetSpec(
             "ImageNetSketch", "imagenet_sketch", "imagenet-sketch", "wnid_folders", "images",
@@ -289,7 +291,7 @@ SPECS: dict[str, DatasetSpec] = {
                 "Download ImageNet-Sketch (see https://github.com/HaohanWang/ImageNet-Sketch), unpack it and\n"
                 "rename its sketch/ folder to imagenet-sketch/images/ (1000 wnid folders)."
             ),
-            display="ImageNet-Sketch", protocols=_XD,
+            display="ImageNet-Sketch", protocols=_DG,
         ),
         DatasetSpec(
             "ImageNetA", "imagenet_a", "imagenet-adversarial", "wnid_folders", "imagenet-a",
@@ -302,7 +304,7 @@ SPECS: dict[str, DatasetSpec] = {
                         "imagenet-adversarial/imagenet-a", ("imagenet-a", "imagenet-adversarial/imagenet-a")),
                 imagenet_classnames("imagenet-adversarial"),
             ),
-            display="ImageNet-A", protocols=_XD,
+            display="ImageNet-A", protocols=_DG,
         ),
         DatasetSpec(
             "ImageNetR", "imagenet_r", "imagenet-rendition", "wnid_folders", "imagenet-r",
@@ -315,7 +317,7 @@ SPECS: dict[str, DatasetSpec] = {
                         "imagenet-rendition/imagenet-r", ("imagenet-r", "imagenet-rendition/imagenet-r")),
                 imagenet_classnames("imagenet-rendition"),
             ),
-            display="ImageNet-R", protocols=_XD,
+            display="ImageNet-R", protocols=_DG,
         ),
         DatasetSpec(
             "PrometarWorld", "prometar_world", "prometar_world", "json", "images",
@@ -348,7 +350,7 @@ SPECS: dict[str, DatasetSpec] = {
 
 
 def protocol_datasets(protocol: str) -> tuple[str, ...]:
-    """Config names of the datasets of `protocol` (`base2new` or `xd`), in table order."""
+    """Config names of the datasets of `protocol` (one of `PROTOCOLS`), in table order."""
     if protocol not in PROTOCOLS:
         raise KeyError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     return tuple(s.config for s in SPECS.values() if protocol in s.protocols)

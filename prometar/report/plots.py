@@ -1,4 +1,5 @@
-"""The report's figures: per-dataset bars with seed-std error bars, base-vs-new with HM iso-curves, training curves.
+"""The report's figures: per-dataset bars with seed-std error bars, base-vs-new with HM iso-curves, training curves,
+the cross-dataset / domain-generalisation bars and the few-shot accuracy-vs-shots lines.
 
 Every ``*_figure`` function returns a matplotlib ``Figure`` (drawn with the Agg canvas, no display needed);
 ``draw_*`` saves it.  matplotlib is imported only here.
@@ -14,7 +15,7 @@ from .results import MethodReport, Runs, ordered, paper_average
 from .tables import display
 
 __all__ = ["bar_figure", "draw_plot", "base_new_figure", "draw_base_new", "curve_figure", "draw_curves",
-           "METER_TITLES"]
+           "xd_figure", "draw_xd", "fewshot_figure", "draw_fewshot", "METER_TITLES"]
 
 _METRICS = ("Base", "New", "HM")
 #: Panel titles of the per-epoch meters (others are shown by name).
@@ -331,3 +332,99 @@ def draw_curves(runs: Runs, reports: Sequence[MethodReport], published: dict[str
             os.makedirs(out_dir, exist_ok=True)
             written.append((title, _save(curve_figure(histories, title, final), os.path.join(out_dir, name))))
     return written
+
+
+# ------------------------------------------------------------------------------------------ cross-dataset / DG
+def xd_figure(methods: Sequence[Any]) -> Any:
+    """One panel per table (cross-dataset, domain generalisation): per column (source, each target, the average
+    over the targets) a bar per method with seed std as error bars and its value written on it."""
+    from .xd import TABLES, _split_targets, target_average
+
+    split = _split_targets(methods)
+    tables = [(key, title, paper) for key, title, paper in TABLES if split[key]]
+    fig = _new_figure(max(6.0, 0.55 * max(len(split[k]) + 2 for k, _, _ in tables) * max(1, len(methods)) + 2),
+                      3.6 * len(tables) + 0.8, layout="constrained")
+    colors = _colors(len(methods))
+    width = 0.8 / max(1, len(methods))
+    for row, (key, title, paper) in enumerate(tables):
+        ax = fig.add_subplot(len(tables), 1, row + 1)
+        names = ["source"] + split[key] + ["average"]
+        for m, method in enumerate(methods):
+            avg = target_average(method, split[key], paper)[0]
+            cells = [method.source_cell] + [method.targets.get(t) for t in split[key]]
+            values = [(c.mean, c.std) if c is not None else (None, None) for c in cells] + [(avg, None)]
+            for g, (value, std) in enumerate(values):
+                if value is None:
+                    continue
+                x = g + (m - (len(methods) - 1) / 2) * width
+                ax.bar([x], [value], width * 0.92, color=colors[m], yerr=[std] if std else None, capsize=3,
+                       label=method.label if g == 0 or (g == 1 and method.source_cell.mean is None) else None)
+                ax.text(x, value + (std or 0) + 0.5, f"{value:.1f}", ha="center", va="bottom", fontsize=7)
+        labels = [display(methods[0].source) + "\n(source)" if methods[0].source else "source"]
+        labels += [display(t) for t in split[key]] + ["Average"]
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(labels, fontsize=8, rotation=30 if len(names) > 6 else 0)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 105)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), frameon=False, fontsize=9)
+    fig.suptitle("Trained on the source, evaluated on other datasets: accuracy (%), mean over seeds "
+                 "(error bars: seed std)", fontsize=11)
+    return fig
+
+
+def draw_xd(methods: Sequence[Any], path: str) -> str:
+    """Save :func:`xd_figure` as ``path`` (``report_xd.png``)."""
+    return _save(xd_figure(methods), path)
+
+
+# ------------------------------------------------------------------------------------------ few-shot
+def fewshot_figure(methods: Sequence[Any]) -> Any:
+    """Accuracy against the number of shots (log2 axis): one panel per dataset, plus "Average" when a method has
+    two or more datasets; a line per method, seed std as error bars."""
+    datasets = ordered({d for m in methods for d in m.cells})
+    panels = datasets + (["Average"] if any(len(m.cells) >= 2 for m in methods) else [])
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _new_figure(3.4 * ncols, 2.9 * nrows + 0.9, layout="constrained")
+    colors = _colors(len(methods))
+    for k, panel in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        for m, method in enumerate(methods):
+            if panel == "Average":
+                pts = [(s, method.average(s)[0], None) for s in method.shots]
+            else:
+                pts = [(s, c.mean, c.std) for s, c in sorted(method.cells.get(panel, {}).items())]
+            pts = [p for p in pts if p[1] is not None]
+            if not pts:
+                continue
+            xs, ys, errs = zip(*pts)
+            ax.errorbar(xs, ys, yerr=[e or 0.0 for e in errs], marker="o", ms=4, capsize=2, color=colors[m],
+                        label=method.label if k == 0 or panel == "Average" else None)
+        ax.set_xscale("log", base=2)
+        shots = sorted({s for method in methods for s in method.shots})
+        ax.set_xticks(shots)
+        ax.set_xticklabels([str(s) for s in shots])
+        ax.set_title(panel if panel == "Average" else display(panel), fontsize=10)
+        ax.set_xlabel("shots per class", fontsize=8)
+        if k % ncols == 0:
+            ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    handles, names = [], []
+    for ax in fig.axes:
+        for h, name in zip(*ax.get_legend_handles_labels()):
+            if name not in names:
+                handles.append(h)
+                names.append(name)
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), frameon=False, fontsize=9)
+    fig.suptitle("Few-shot: test accuracy (%) against shots per class, mean over seeds (error bars: seed std)",
+                 fontsize=11)
+    return fig
+
+
+def draw_fewshot(methods: Sequence[Any], path: str) -> str:
+    """Save :func:`fewshot_figure` as ``path`` (``report_fewshot.png``)."""
+    return _save(fewshot_figure(methods), path)

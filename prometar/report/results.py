@@ -16,11 +16,12 @@ from importlib import resources
 from typing import Any, Optional, Sequence
 
 from ..data.specs import protocol_datasets
+from .runs import Cell, mean_std, usable
 
 __all__ = [
     "LogResult", "DatasetStats", "MethodReport", "Runs", "END_SIGNALS", "RESULT_SIGNAL", "SPLITS",
     "harmonic_mean", "parse_log", "read_run", "find_base2new_dir", "scan_base2new", "summarize",
-    "load_published", "paper_average", "ordered", "MIN_AVERAGE_DATASETS",
+    "load_published", "paper_average", "ordered", "MIN_AVERAGE_DATASETS", "subdirs", "seed_results", "cell_of",
 ]
 
 END_SIGNALS = ("Finish training", "Finished training")
@@ -107,6 +108,37 @@ def _subdirs(path: str) -> list[str]:
         return []
 
 
+def subdirs(path: str) -> list[str]:
+    """Sorted names of the visible sub-folders of ``path`` ([] when it is not a folder)."""
+    return _subdirs(path)
+
+
+def seed_results(parent: str, keyword: str = "accuracy") -> dict[int, LogResult]:
+    """Result of each ``seed<S>`` folder in ``parent`` (folders moved aside, ``seed1.changed-...``, are not
+    seed folders)."""
+    out = {}
+    for name in _subdirs(parent):
+        m = _SEED_RE.match(name)
+        if m:
+            out[int(m.group(1))] = read_run(os.path.join(parent, name), keyword)
+    return out
+
+
+def cell_of(results: dict[int, LogResult], expected: Sequence[int], what: str,
+            where: str) -> tuple[Cell, list[str]]:
+    """The :class:`~prometar.report.runs.Cell` of one table cell from its seed results, and one line per
+    expected seed without a usable value (missing under ``where``, unfinished, another config, a replaced
+    model)."""
+    values, issues = usable({s: r for s, r in results.items() if s in expected}, what)
+    for seed in expected:
+        res = results.get(seed)
+        if res is None:
+            issues.append(f"{what} seed{seed}: run missing (no {where}/seed{seed})")
+        elif not res.ok:
+            issues.append(f"{what} seed{seed}: {_describe(res)} ({res.path})")
+    return Cell(values, tuple(expected)), issues
+
+
 def find_base2new_dir(root: str) -> Optional[str]:
     """``root/base2new`` if it exists, else ``root`` if it holds a split folder, else None."""
     candidate = os.path.join(root, "base2new")
@@ -156,19 +188,13 @@ def harmonic_mean(base: Optional[float], new: Optional[float]) -> Optional[float
     return 2.0 * base * new / (base + new) if base + new else 0.0
 
 
-def _mean_std(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]:
-    """Mean and population std; the std is None for fewer than two values (one seed has no spread)."""
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-
-
 @dataclass
 class DatasetStats:
-    """Seed statistics of one method on one dataset."""
+    """Seed statistics of one method on one dataset.
+
+    ``base`` / ``new``: accuracy by seed (finished runs of one config). Base and New are the means over their
+    own seeds; HM (and the method's average) uses only the *paired* seeds, those having both a base and a new
+    result, so that a seed missing one half never skews the HM."""
 
     dataset: str
     base: dict[int, float] = field(default_factory=dict)
@@ -177,34 +203,47 @@ class DatasetStats:
 
     @property
     def base_mean(self) -> Optional[float]:
-        return _mean_std(list(self.base.values()))[0]
+        return mean_std(list(self.base.values()))[0]
 
     @property
     def base_std(self) -> Optional[float]:
-        return _mean_std(list(self.base.values()))[1]
+        return mean_std(list(self.base.values()))[1]
 
     @property
     def new_mean(self) -> Optional[float]:
-        return _mean_std(list(self.new.values()))[0]
+        return mean_std(list(self.new.values()))[0]
 
     @property
     def new_std(self) -> Optional[float]:
-        return _mean_std(list(self.new.values()))[1]
+        return mean_std(list(self.new.values()))[1]
+
+    @property
+    def paired_seeds(self) -> list[int]:
+        """Seeds having both a base and a new result."""
+        return sorted(set(self.base) & set(self.new))
+
+    @property
+    def paired_base_mean(self) -> Optional[float]:
+        return mean_std([self.base[s] for s in self.paired_seeds])[0]
+
+    @property
+    def paired_new_mean(self) -> Optional[float]:
+        return mean_std([self.new[s] for s in self.paired_seeds])[0]
 
     @property
     def hm(self) -> Optional[float]:
-        return harmonic_mean(self.base_mean, self.new_mean)
+        """HM of the base and new means over the paired seeds (None without a paired seed)."""
+        return harmonic_mean(self.paired_base_mean, self.paired_new_mean)
 
     @property
     def hm_seed_std(self) -> Optional[float]:
-        """Population std of per-seed HMs (seeds having both results)."""
-        seeds = sorted(set(self.base) & set(self.new))
-        return _mean_std([harmonic_mean(self.base[s], self.new[s]) for s in seeds])[1]
+        """Population std of per-seed HMs (paired seeds)."""
+        return mean_std([harmonic_mean(self.base[s], self.new[s]) for s in self.paired_seeds])[1]
 
     @property
     def n_seeds(self) -> int:
         """Seeds having both a base and a new result."""
-        return len(set(self.base) & set(self.new))
+        return len(self.paired_seeds)
 
     @property
     def partial(self) -> bool:
@@ -214,8 +253,8 @@ class DatasetStats:
 
     @property
     def complete_pair(self) -> bool:
-        """Has at least one base and one new result (so an HM exists)."""
-        return bool(self.base) and bool(self.new)
+        """Has at least one paired seed (so an HM exists)."""
+        return bool(self.paired_seeds)
 
 
 #: An average is shown only over at least this many datasets (over one it would repeat that dataset).
@@ -248,13 +287,14 @@ class MethodReport:
         return sum(values) / len(values) if values and len(values) == len(datasets) else None
 
     def average(self) -> tuple[Optional[float], Optional[float], Optional[float], list[str]]:
-        """(B̄, N̄, HM(B̄, N̄), datasets used): over datasets with both a base and a new result; all None
-        (and the datasets that have both) when fewer than :data:`MIN_AVERAGE_DATASETS` have both."""
+        """(B̄, N̄, HM(B̄, N̄), datasets used): over the datasets having a paired seed, each dataset's base and
+        new means over its paired seeds; all None (and the datasets that have a pair) when fewer than
+        :data:`MIN_AVERAGE_DATASETS` have one."""
         used = [d for d, s in self.datasets.items() if s.complete_pair]
         if len(used) < MIN_AVERAGE_DATASETS:
             return None, None, None, used
-        b = sum(self.datasets[d].base_mean for d in used) / len(used)
-        n = sum(self.datasets[d].new_mean for d in used) / len(used)
+        b = sum(self.datasets[d].paired_base_mean for d in used) / len(used)
+        n = sum(self.datasets[d].paired_new_mean for d in used) / len(used)
         return b, n, harmonic_mean(b, n), used
 
 
@@ -266,8 +306,61 @@ def _describe(res: LogResult) -> str:
     }.get(res.status, res.status)
 
 
+def _base_results(splits: dict[str, dict[int, LogResult]], seeds: Sequence[int]) -> dict[int, LogResult]:
+    """Per seed the base-class result: the training log's, else a ``test_base`` evaluation's when it has one."""
+    train, test_base = splits.get("train_base", {}), splits.get("test_base", {})
+    out = {}
+    for seed in seeds:
+        res = train.get(seed)
+        if (res is None or not res.ok) and seed in test_base and test_base[seed].ok:
+            res = test_base[seed]
+        if res is not None:
+            out[seed] = res
+    return out
+
+
+def _unusable(dataset: str, half: str, split: str, results: dict[int, LogResult], values: dict[int, float],
+              seeds: Sequence[int]) -> list[str]:
+    """One line per expected seed of one half without a value: missing or unfinished (seeds left out for their
+    config are described by :func:`prometar.report.runs.usable`)."""
+    out = []
+    for seed in seeds:
+        res = results.get(seed)
+        if res is None:
+            out.append(f"{dataset} seed{seed} {half}: run missing (no {split}/.../seed{seed})")
+        elif not res.ok:
+            out.append(f"{dataset} seed{seed} {half}: {_describe(res)} ({res.path})")
+    return out
+
+
+def _dataset_stats(dataset: str, splits: dict[str, dict[int, LogResult]], expected: tuple[int, ...],
+                   issues: list[str]) -> DatasetStats:
+    stats = DatasetStats(dataset, expected_seeds=expected)
+    base_res = _base_results(splits, expected)
+    new_res = {s: r for s, r in splits.get("test_new", {}).items() if s in expected}
+    stats.base, left_base = usable(base_res, f"{dataset} base")
+    stats.new, left_new = usable(new_res, f"{dataset} new")
+    issues += _unusable(dataset, "base", "train_base", base_res, stats.base, expected) + left_base
+    issues += _unusable(dataset, "new", "test_new", new_res, stats.new, expected) + left_new
+    if not stats.base and not stats.new:
+        issues.append(f"{dataset}: no usable result at all (left out of the table's averages)")
+    elif not stats.new:
+        issues.append(f"{dataset}: no new-class result, HM unavailable (left out of the average)")
+    elif not stats.base:
+        issues.append(f"{dataset}: no base-class result, HM unavailable (left out of the average)")
+    elif not stats.paired_seeds:
+        issues.append(f"{dataset}: no seed has both a base and a new result, HM unavailable (left out of the "
+                      f"average)")
+    elif stats.partial:
+        issues.append(f"{dataset}: partial seeds (base n={len(stats.base)}, new n={len(stats.new)} of "
+                      f"{len(expected)}); shown and averaged with a mark, HM over the {stats.n_seeds} seed(s) "
+                      f"having both")
+    return stats
+
+
 def summarize(runs: Runs) -> list[MethodReport]:
-    """Turn scanned runs into per-method statistics and an explicit list of problems."""
+    """Turn scanned runs into per-method statistics and an explicit list of problems (see the module doc of
+    :mod:`prometar.report` for what is averaged)."""
     reports = []
     for (trainer, cfg, shots) in sorted(runs):
         per_dataset = runs[(trainer, cfg, shots)]
@@ -278,38 +371,7 @@ def summarize(runs: Runs) -> list[MethodReport]:
         expected = tuple(sorted(seeds))
         rep = MethodReport(trainer, cfg, shots)
         for dataset in ordered(per_dataset):
-            splits = per_dataset[dataset]
-            stats = DatasetStats(dataset, expected_seeds=expected)
-            train, test_base, test_new = (splits.get(s, {}) for s in SPLITS)
-            for seed in expected:
-                res = train.get(seed)
-                if (res is None or not res.ok) and seed in test_base and test_base[seed].ok:
-                    res = test_base[seed]
-                if res is not None and res.ok:
-                    stats.base[seed] = res.accuracy
-                elif res is not None:
-                    rep.issues.append(f"{dataset} seed{seed} base: {_describe(res)} ({res.path})")
-                else:
-                    rep.issues.append(f"{dataset} seed{seed} base: run missing (no train_base/.../seed{seed})")
-                res = test_new.get(seed)
-                if res is not None and res.ok:
-                    stats.new[seed] = res.accuracy
-                elif res is not None:
-                    rep.issues.append(f"{dataset} seed{seed} new: {_describe(res)} ({res.path})")
-                else:
-                    rep.issues.append(f"{dataset} seed{seed} new: run missing (no test_new/.../seed{seed})")
-            if not stats.base and not stats.new:
-                rep.issues.append(f"{dataset}: no usable result at all (left out of the table's averages)")
-            elif not stats.new:
-                rep.issues.append(f"{dataset}: no new-class result, HM unavailable (left out of the average)")
-            elif not stats.base:
-                rep.issues.append(f"{dataset}: no base-class result, HM unavailable (left out of the average)")
-            elif stats.partial:
-                rep.issues.append(
-                    f"{dataset}: partial seeds (base n={len(stats.base)}, new n={len(stats.new)} "
-                    f"of {len(expected)}); shown and averaged as marked"
-                )
-            rep.datasets[dataset] = stats
+            rep.datasets[dataset] = _dataset_stats(dataset, per_dataset[dataset], expected, rep.issues)
         reports.append(rep)
     _shorten_labels(reports)
     return reports

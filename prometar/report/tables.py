@@ -8,7 +8,7 @@ from ..data.specs import SPECS, protocol_datasets, resolve_name
 from .results import MIN_AVERAGE_DATASETS, MethodReport, ordered, paper_average
 
 __all__ = ["fmt", "display", "table_rows", "markdown_table", "notes", "seed_notes", "paper_comparison",
-           "render_markdown", "write_csv", "N_PAPER_DATASETS"]
+           "render_markdown", "base2new_csv_rows", "write_csv", "num", "CSV_FIELDS", "N_PAPER_DATASETS"]
 
 #: Datasets in the paper's base-to-new table (the dataset table's base-to-new protocol).
 N_PAPER_DATASETS = len(protocol_datasets("base2new"))
@@ -166,11 +166,14 @@ def render_markdown(reports: Sequence[MethodReport], published: dict[str, Any], 
         parts += [f"Source: `{source}`", ""]
     parts += [
         "Base / New: mean ± population std over seeds (accuracy %, as printed in the logs; one seed: the plain "
-        "value). HM = 2·B·N/(B+N) of the seed means; its ± is the std of per-seed HMs. "
+        "value). HM = 2·B·N/(B+N) of the base and new means over the seeds having both (a seed missing one half "
+        "does not enter the HM); its ± is the std of per-seed HMs. "
         f"Average row (only with {MIN_AVERAGE_DATASETS} or more datasets): HM of the averaged B and N over the "
-        "datasets having both.",
-        "† partial seeds (n = seeds with a result); ‡ average over fewer than 11 datasets or including partial "
-        "ones; § the paper's average over the same datasets (mean of its per-dataset HMs), see below.",
+        "datasets having a seed with both, each over those seeds.",
+        "Partial runs are shown and averaged with a mark, and listed below: † partial seeds (n = seeds with a "
+        "result); ‡ average over fewer than 11 datasets or including partial ones; § the paper's average over the "
+        "same datasets (mean of its per-dataset HMs), see below. Runs of another config than the rest of their "
+        "cell, and evaluations of a model file replaced since, are left out and listed.",
         "",
         "Seeds: " + "; ".join(seed_notes(reports)),
         "",
@@ -204,33 +207,51 @@ def render_markdown(reports: Sequence[MethodReport], published: dict[str, Any], 
     return "\n".join(parts)
 
 
-def write_csv(reports: Sequence[MethodReport], published: dict[str, Any], path: str) -> str:
-    """Long-format CSV: one row per (method, dataset) plus one ``average`` row per method that has an average
-    (two or more datasets); empty cells where there is no value (a std over one seed)."""
+#: Columns of ``report.csv`` (long format; a protocol leaves the others' columns empty). ``table``: base2new,
+#: cross_dataset, domain_generalisation or fewshot; ``accuracy_*``: the single accuracy of an xd / few-shot cell.
+CSV_FIELDS = ["protocol", "table", "trainer", "config", "shots", "dataset", "base_mean", "base_std", "base_n",
+              "new_mean", "new_std", "new_n", "hm", "hm_seed_std", "accuracy_mean", "accuracy_std", "accuracy_n",
+              "expected_seeds", "partial", "paper_hm", "paper_datasets"]
+
+
+def num(x: Optional[float]) -> str:
+    """A CSV number: 4 decimals, empty when there is no value."""
+    return "" if x is None else f"{x:.4f}"
+
+
+def base2new_csv_rows(reports: Sequence[MethodReport], published: dict[str, Any]) -> list[dict[str, Any]]:
+    """``report.csv`` rows of the base-to-new table: one per (method, dataset) plus one ``average`` row per method
+    that has an average (two or more datasets)."""
+    paper_hm = published.get("prometar", {}).get("hm", {})
+    rows = []
+    for rep in reports:
+        head = {"protocol": "base2new", "table": "base2new", "trainer": rep.trainer, "config": rep.config,
+                "shots": rep.shots}
+        for d, s in rep.datasets.items():
+            rows.append({**head, "dataset": d, "base_mean": num(s.base_mean), "base_std": num(s.base_std),
+                         "base_n": len(s.base), "new_mean": num(s.new_mean), "new_std": num(s.new_std),
+                         "new_n": len(s.new), "hm": num(s.hm), "hm_seed_std": num(s.hm_seed_std),
+                         "expected_seeds": " ".join(map(str, s.expected_seeds)), "partial": int(s.partial),
+                         "paper_hm": num(paper_hm.get(d))})
+        b, n, h, used = rep.average()
+        if h is None:
+            continue
+        partial = int(len(used) < N_PAPER_DATASETS or any(rep.datasets[d].partial for d in used))
+        value, paper_used, _ = paper_average(published, used)
+        rows.append({**head, "dataset": "average", "base_mean": num(b), "base_n": len(used), "new_mean": num(n),
+                     "new_n": len(used), "hm": num(h), "partial": partial, "paper_hm": num(value),
+                     "paper_datasets": " ".join(paper_used)})
+    return rows
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str) -> str:
+    """Write ``rows`` (dicts keyed by :data:`CSV_FIELDS`; missing keys are empty cells) as ``report.csv``."""
     from ..io import atomic_write
 
-    paper_hm = published.get("prometar", {}).get("hm", {})
-    fields = ["trainer", "config", "shots", "dataset", "base_mean", "base_std", "base_n", "new_mean",
-              "new_std", "new_n", "hm", "hm_seed_std", "expected_seeds", "partial", "paper_hm", "paper_datasets"]
-
-    def num(x: Optional[float]) -> str:
-        return "" if x is None else f"{x:.4f}"
-
     def write(f: Any) -> None:
-        w = csv.writer(f)
-        w.writerow(fields)
-        for rep in reports:
-            for d, s in rep.datasets.items():
-                w.writerow([rep.trainer, rep.config, rep.shots, d, num(s.base_mean), num(s.base_std), len(s.base),
-                            num(s.new_mean), num(s.new_std), len(s.new), num(s.hm), num(s.hm_seed_std),
-                            " ".join(map(str, s.expected_seeds)), int(s.partial), num(paper_hm.get(d)), ""])
-            b, n, h, used = rep.average()
-            if h is None:
-                continue
-            partial = int(len(used) < N_PAPER_DATASETS or any(rep.datasets[d].partial for d in used))
-            value, paper_used, _ = paper_average(published, used)
-            w.writerow([rep.trainer, rep.config, rep.shots, "average", num(b), "", len(used), num(n), "", len(used),
-                        num(h), "", "", partial, num(value), " ".join(paper_used)])
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, restval="")
+        w.writeheader()
+        w.writerows(rows)
 
     atomic_write(path, write, binary=False)
     return path
