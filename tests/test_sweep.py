@@ -130,10 +130,13 @@ def test_threads_and_gpu_placement(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ scheduler
 FAKE_TRAIN = r"""
-import os, sys, time
-args = sys.argv[1:]
-out = args[args.index("--output-dir") + 1]
-seed = int(args[args.index("--seed") + 1])
+# A stand-in for train.py that leaves what the engines leave (config.yaml, the learner file, provenance.json with
+# the model an evaluation loaded, log.txt), without torch.
+import hashlib, json, os, sys, time
+from prometar.config import dump_cfg, load_cfg
+from prometar.launch import train_parser
+args = train_parser().parse_args(sys.argv[1:])
+out, seed = args.output_dir, args.seed
 os.makedirs(out, exist_ok=True)
 counter = os.path.join(out, "attempts")
 n = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
@@ -143,14 +146,20 @@ fail = os.environ.get("FAKE_FAIL", "")
 if fail and ("/" + fail.split(":")[0] + "/") in out and n <= int(fail.split(":")[1]):
     print("simulated failure", file=sys.stderr)
     sys.exit(1)
-acc = 50 + seed + (10 if "/dtd/" in out else 0) + (5 if "--eval-only" in args else 0)
-if "--eval-only" in args:
+dump_cfg(load_cfg(args.dataset_config_file, args.config_file, args.opts, args=args), os.path.join(out, "config.yaml"))
+acc = 50 + seed + (10 if "/dtd/" in out else 0) + (5 if args.eval_only else 0)
+run = {"argv": sys.argv[1:]}
+if args.eval_only:
+    model = os.path.join(args.model_dir, "VLPromptLearner", "model.pth.tar-%d" % args.load_epoch)
+    sha = hashlib.sha256(open(model, "rb").read()).hexdigest()
+    run["model"] = {"dir": args.model_dir, "epoch": args.load_epoch, "file": model, "sha256": sha}
     open(os.path.join(out, "log.txt"), "a").write("=> result\n* accuracy: %s%%\n" % acc)
 else:
     os.makedirs(os.path.join(out, "VLPromptLearner"), exist_ok=True)
-    open(os.path.join(out, "VLPromptLearner", "model.pth.tar-1"), "w").write("x")
+    open(os.path.join(out, "VLPromptLearner", "model.pth.tar-1"), "w").write("model %d %s" % (n, time.time()))
     open(os.path.join(out, "VLPromptLearner", "checkpoint"), "w").write("model.pth.tar-1\n")
     open(os.path.join(out, "log.txt"), "a").write(TRAIN_LOG.format(acc=acc))
+json.dump({"runs": [run]}, open(os.path.join(out, "provenance.json"), "w"))
 """.replace("TRAIN_LOG", repr(TRAIN_LOG))
 
 

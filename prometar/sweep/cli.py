@@ -6,10 +6,14 @@ Examples::
     prometar sweep base2new --data DATA --gpus 0,1 --jobs-per-gpu 3
     prometar sweep base2new --data DATA --datasets eurosat dtd --seeds 1 2 --configs CFG_A CFG_B -- OPTIM.MAX_EPOCH 5
     prometar sweep xd --data DATA --backend slurm --partition gpu --gpus-per-job 1 --time 240
+    prometar sweep fewshot --data DATA                           # 11 datasets x 1 2 4 8 16 shots x seeds 1 2 3
     prometar sweep base2new --data DATA --dry-run                # print the job list (train.py calls)
 
 Everything after ``--`` is passed to every train.py call (flags first, then KEY VALUE config options), as the
-scripts pass their extra arguments. Re-running the same command skips finished runs and resumes unfinished ones.
+scripts pass their extra arguments; what the sweep sets itself (seeds, shots, classes, folders, ...) is refused
+there, naming the sweep option to use. Re-running the same command skips finished runs made with the same
+config and resumes unfinished ones; a folder made with another config is refused (listed with its differing
+keys) unless --rerun-changed, which moves it aside (renamed, kept) and runs it again.
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from .backends import LocalBackend, SubmititBackend, threads_per_job
-from .jobs import BASE2NEW_DATASETS, XD_TARGETS, Job, SweepSpec, build_jobs, default_launcher
+from .fresh import ChangedRuns, plan
+from .jobs import (BASE2NEW_DATASETS, FEWSHOT_SHOTS, SWEEP_PROTOCOLS, XD_TARGETS, Job, Launcher, SweepSpec,
+                   build_jobs, default_launcher)
 from .runner import Sweep, sweep_name
 
 __all__ = ["sweep_main", "sweep_parser", "make_backend"]
@@ -30,9 +36,10 @@ def sweep_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prometar sweep", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("protocol", nargs="?", default="base2new", choices=["base2new", "xd"],
+    p.add_argument("protocol", nargs="?", default="base2new", choices=list(SWEEP_PROTOCOLS),
                    help="base2new: train on base classes, evaluate on new ones; xd: train on the source dataset "
-                        "(imagenet), evaluate on the cross-dataset and domain-generalisation targets")
+                        "(imagenet), evaluate on the cross-dataset and domain-generalisation targets; fewshot: "
+                        "train on all classes with K shots, test on the full test split")
     g = p.add_argument_group("what to run")
     g.add_argument("--data", default=os.environ.get("DATA", ""), help="dataset root (default: $DATA)")
     g.add_argument("--output", default="output", help="output root (the scripts' OUTPUT; default ./output)")
@@ -40,10 +47,12 @@ def sweep_parser() -> argparse.ArgumentParser:
     g.add_argument("--configs", nargs="+", default=["vit_b16_c2_ep10_batch4_4+4ctx"], metavar="CFG",
                    help="method configs: names under configs/trainers/TRAINER/ or YAML paths (one grid each)")
     g.add_argument("--datasets", nargs="+", metavar="D",
-                   help=f"base2new: datasets (default the 11: {' '.join(BASE2NEW_DATASETS)}); xd: evaluation "
-                        f"targets (default {' '.join(XD_TARGETS)})")
+                   help=f"base2new and fewshot: datasets (default the 11: {' '.join(BASE2NEW_DATASETS)}); xd: "
+                        f"evaluation targets (default {' '.join(XD_TARGETS)})")
     g.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    g.add_argument("--shots", type=int, default=16)
+    g.add_argument("--shots", nargs="+", type=int, default=None, metavar="K",
+                   help=f"shots per class (DATASET.NUM_SHOTS); default 16, fewshot: "
+                        f"{' '.join(map(str, FEWSHOT_SHOTS))}")
     g.add_argument("--load-epoch", type=int, default=None,
                    help="epoch the evaluations load (default: the model's latest checkpoint)")
     g.add_argument("--phase", choices=["all", "train", "test"], default="all",
@@ -65,6 +74,9 @@ def sweep_parser() -> argparse.ArgumentParser:
                    help="CPU threads per job (default: local cores // concurrent jobs, at least 1; "
                         "Slurm: --cpus-per-job)")
     g.add_argument("--retries", type=int, default=1, help="re-run a failed job up to N times (default 1)")
+    g.add_argument("--rerun-changed", action="store_true",
+                   help="run again the jobs whose folder was made with another config (the folder is moved aside "
+                        "to <folder>.changed-<time>, never deleted); without it the sweep refuses to start")
     g.add_argument("--name", default="", help="sweep name (default: protocol + hash of the job folders)")
     g.add_argument("--summary", default="", help="summary JSON path (default OUTPUT/sweeps/NAME/summary.json)")
     g.add_argument("--no-report", action="store_true", help="do not run `prometar report` at the end")
@@ -127,19 +139,21 @@ def make_backend(args: argparse.Namespace, sweep_dir: str):
                            mem_gb=args.mem_gb, sbatch=_sbatch_options(args.sbatch), setup=args.slurm_setup)
 
 
-def _xd_table(sweep: Sweep) -> None:
-    """Per evaluation target: mean ± std accuracy over seeds (xd protocol)."""
-    rows: Dict[tuple, List[float]] = {}
-    for rec in sweep.records.values():
-        if rec.job.phase == "xd_test" and rec.accuracy is not None:
-            rows.setdefault((rec.job.config, rec.job.dataset), []).append(rec.accuracy)
-    if not rows:
-        return
-    print("\nCross-dataset / domain generalisation (accuracy %, mean ± std over seeds):")
-    for (cfg, dataset), accs in sorted(rows.items()):
-        mean = sum(accs) / len(accs)
-        std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5
-        print(f"  {cfg:<40} {dataset:<18} {mean:6.2f} ± {std:5.2f} (n={len(accs)})")
+_DRY_RUN_NOTES = {"skip": "finished: skipped", "run": "runs", "rerun": "runs again: {why}",
+                  "changed": "made with another config ({diff}): refused without --rerun-changed"}
+
+
+def _dry_run(jobs: List[Job], launcher: Launcher) -> int:
+    """Print each job's train.py call and what the sweep would do with its folder."""
+    verdicts = plan(jobs, launcher.cwd)
+    for job in jobs:
+        v = verdicts[job.id]
+        after = f"  (after {', '.join(job.depends_on)})" if job.depends_on else ""
+        note = _DRY_RUN_NOTES[v.action].format(why=v.why, diff="; ".join(v.diff))
+        cmd = [*launcher.python, *launcher.entry, *job.train_args("LATEST")]
+        print(f"# {job.id}{after} [{note}]\n{shlex.join(cmd)}")
+    print(f"# {len(jobs)} jobs; run in {launcher.cwd}")
+    return 0
 
 
 def sweep_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -159,12 +173,7 @@ def sweep_main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"prometar sweep: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
-        for job in jobs:
-            after = f"  (after {', '.join(job.depends_on)})" if job.depends_on else ""
-            cmd = [*launcher.python, *launcher.entry, *job.train_args("LATEST")]
-            print(f"# {job.id}{after}\n{shlex.join(cmd)}")
-        print(f"# {len(jobs)} jobs; run in {launcher.cwd}")
-        return 0
+        return _dry_run(jobs, launcher)
     output = os.path.abspath(args.output)
     name = args.name or sweep_name(args.protocol, jobs)
     sweep_dir = os.path.join(output, "sweeps", name)
@@ -176,22 +185,21 @@ def sweep_main(argv: Optional[Sequence[str]] = None) -> int:
     full_argv = ["prometar", "sweep", *(sys.argv[1:] if argv is None else argv)]
     sweep = Sweep(jobs, backend, launcher, sweep_dir, retries=args.retries, protocol=args.protocol,
                   argv=full_argv, output=output, progress_interval=args.progress_interval,
-                  summary_path=os.path.abspath(args.summary) if args.summary else None)
+                  summary_path=os.path.abspath(args.summary) if args.summary else None,
+                  rerun_changed=args.rerun_changed)
     try:
         code = sweep.run()
-    except RuntimeError as exc:  # the lock is held by another driver
+    except (ChangedRuns, RuntimeError) as exc:  # folders of another config; the lock is held by another driver
         print(f"prometar sweep: {exc}", file=sys.stderr)
         return 2
     if code == 130 or args.no_report:
         return code
-    if args.protocol == "base2new" and any(r.accuracy is not None for r in sweep.records.values()):
+    if any(r.accuracy is not None for r in sweep.records.values()):
         from ..report import report_main
 
         print()
         if report_main([output]) not in (0, 1):
             print("prometar sweep: the report could not be written", file=sys.stderr)
-    elif args.protocol == "xd":
-        _xd_table(sweep)
     return code
 
 

@@ -1,5 +1,6 @@
-"""The sweep driver: skips finished jobs, runs the rest on a backend in dependency order, retries failures,
-shows progress, keeps a summary JSON up to date, and ends with the report."""
+"""The sweep driver: refuses folders made with another config (unless asked to re-run them), skips finished
+jobs, re-runs the evaluations whose model changes, runs the rest on a backend in dependency order, retries
+failures, shows progress, keeps a summary JSON up to date, and ends with the report."""
 from __future__ import annotations
 
 import contextlib
@@ -17,6 +18,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence
 
 from ..io import atomic_write_text
 from .backends import Launch
+from .fresh import CHANGED, RERUN, SKIP, ChangedRuns, move_aside, plan, refusal
 from .jobs import Job, Launcher
 from .state import checkpoint_file, latest_epoch, run_state
 
@@ -170,7 +172,7 @@ class Sweep:
     def __init__(self, jobs: Sequence[Job], backend: Any, launcher: Launcher, sweep_dir: str, *,
                  retries: int = 1, protocol: str = "", argv: Sequence[str] = (), output: str = "",
                  stream: Optional[IO[str]] = None, progress_interval: float = 30.0, poll_s: Optional[float] = None,
-                 tty: Optional[bool] = None, summary_path: Optional[str] = None) -> None:
+                 tty: Optional[bool] = None, summary_path: Optional[str] = None, rerun_changed: bool = False) -> None:
         self.records: Dict[str, JobRecord] = {j.id: JobRecord(j) for j in jobs}
         self.order = [j.id for j in jobs]
         self.backend = backend
@@ -178,6 +180,7 @@ class Sweep:
         self.sweep_dir = sweep_dir
         self.summary_path = summary_path or os.path.join(sweep_dir, "summary.json")
         self.retries = max(0, int(retries))
+        self.rerun_changed = rerun_changed
         self.protocol = protocol
         self.argv = list(argv)
         self.output = output
@@ -280,14 +283,20 @@ class Sweep:
                                f"({', '.join(active)}: {', '.join(ids[a] for a in active[:3])}"
                                f"{' ...' if len(active) > 3 else ''}); wait for them or scancel them, then re-run")
 
-    def _skip_finished(self) -> None:
+    def _apply_plan(self) -> None:
+        """Before anything runs: refuse folders made with another config (:class:`ChangedRuns`) unless
+        ``rerun_changed``; skip the finished, current ones; move aside (rename) the folders that run again."""
+        jobs = [self.records[rid].job for rid in self.order]
+        verdicts = plan(jobs, self.launcher.cwd)
+        message = refusal(jobs, verdicts)
+        if message and not self.rerun_changed:
+            raise ChangedRuns(message)
         previous = self._previous()
         for rid in self.order:
-            rec = self.records[rid]
-            st = run_state(rec.job.output_dir)
-            if not st.finished:
+            rec, verdict = self.records[rid], verdicts[rid]
+            if verdict.action != SKIP:
                 continue
-            rec.state, rec.accuracy, rec.log = SKIPPED, st.accuracy, st.log
+            rec.state, rec.accuracy, rec.log = SKIPPED, verdict.accuracy, verdict.log
             old = previous.get(rid, {})
             rec.wall_s = old.get("wall_s")
             rec.backend_id = old.get("backend_id", "")
@@ -295,6 +304,12 @@ class Sweep:
             rec.stdout = old.get("stdout", "")
             self._say(f"Skip {rec.job.label()}: finished run in {rec.job.output_dir}")
         self._refuse_if_earlier_tasks_run(previous)
+        for rid in self.order:
+            job, verdict = self.records[rid].job, verdicts[rid]
+            if verdict.action in (CHANGED, RERUN):
+                why = (f"made with another config ({'; '.join(verdict.diff)})" if verdict.action == CHANGED
+                       else verdict.why)
+                self._say(f"Re-run {job.label()}: {why}; the old folder is kept as {move_aside(job)}")
 
     def _prepare(self, rec: JobRecord) -> Optional[Launch]:
         """The launch of ``rec``'s next attempt, or None (job failed: no model to load)."""
@@ -368,11 +383,13 @@ class Sweep:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
-        """Run the sweep; returns 0 when every job finished, 1 when some failed, 130 when interrupted."""
+        """Run the sweep; returns 0 when every job finished, 1 when some failed, 130 when interrupted. Raises
+        :class:`~prometar.sweep.fresh.ChangedRuns` (nothing run) for folders made with another config unless
+        ``rerun_changed``, RuntimeError when another driver runs the same sweep."""
         os.makedirs(self.sweep_dir, exist_ok=True)
         with _lock(os.path.join(self.sweep_dir, "lock")):
             self._say(f"{len(self.records)} jobs; backend {self.backend.describe()}; summary {self.summary_path}")
-            self._skip_finished()
+            self._apply_plan()
             self.write_summary()
             try:
                 with _signals_interrupt():
