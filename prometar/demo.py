@@ -15,7 +15,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from .sweep.jobs import Job
 
 __all__ = ["main", "config_path", "METHODS"]
 
@@ -94,7 +97,7 @@ def _finished(folder: Path) -> bool:
     return folder.is_dir() and read_run(str(folder)).ok
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="prometar demo", description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data", help="DATA folder; the benchmark is generated there if absent")
     parser.add_argument("--output", default="output/demo", help="output folder (base2new/ layout + report)")
@@ -107,7 +110,65 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="", help="cpu, cuda, mps (default: CUDA, then MPS, then CPU)")
     parser.add_argument("--verbose", action="store_true", help="show every run's full log on the console")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _jobs(args: argparse.Namespace, data: Path, out: Path, shots: int, seeds: List[int],
+          methods: list) -> List[Tuple["Job", str]]:
+    """The demo's train.py runs as sweep jobs (so that the sweep's never-stale rule applies), each with the line
+    printed while it runs; a trained method's new-class evaluation depends on its training."""
+    from .sweep.jobs import Job
+    from .world import DATASET_DIR
+
+    dataset_cfg = config_path("datasets", "prometar_world.yaml")
+    jobs: List[Tuple[Job, str]] = []
+    for seed in seeds:
+        for name, cfg_name, trained, _ in methods:
+            if not cfg_name:
+                continue
+            cfg = config_path("trainers", "ProMetaR", cfg_name + ".yaml")
+            tail = Path(DATASET_DIR) / f"shots_{shots}" / name / cfg_name / f"seed{seed}"
+            common = ["--root", str(data), "--seed", str(seed), "--trainer", "ProMetaR", "--dataset-config-file",
+                      dataset_cfg, "--config-file", cfg, "--engine", "builtin"]
+            common += ["--device", args.device] if args.device else []
+            opts = ["DATASET.NUM_SHOTS", str(SHOTS)] + list(args.opts)
+            base_id = str(Path("base2new") / ("train_base" if trained else "test_base") / tail)
+            new_id = str(Path("base2new") / "test_new" / tail)
+
+            def job(job_id: str, phase: str, extra: List[str], sub: str) -> Job:
+                folder = str(out / job_id)
+                return Job(job_id, phase, DATASET_DIR, seed, "ProMetaR", cfg_name, folder,
+                           common + ["--output-dir", folder], extra, opts + ["DATASET.SUBSAMPLE_CLASSES", sub])
+
+            base = job(base_id, "train_base" if trained else "test_base", [] if trained else ["--eval-only"], "base")
+            jobs.append((base, f"{name} seed {seed}: {'train on' if trained else 'evaluate'} base classes"))
+            new = job(new_id, "test_new", [] if trained else ["--eval-only"], "new")
+            if trained:
+                new.model_dir, new.depends_on = base.output_dir, [base.id]
+            jobs.append((new, f"{name} seed {seed}: evaluate new classes"))
+    return jobs
+
+
+def _run_jobs(jobs: List[Tuple["Job", str]], verbose: bool) -> None:
+    """Run what is not finished and current; a folder made with another config (or an evaluation of a model
+    trained again) is moved aside, kept, and run again, saying so."""
+    from .sweep.fresh import CHANGED, RERUN, SKIP, move_aside, plan
+
+    verdicts = plan([j for j, _ in jobs], str(Path.cwd()))
+    for job, what in jobs:
+        verdict = verdicts[job.id]
+        if verdict.action == SKIP:
+            continue
+        if verdict.action in (CHANGED, RERUN):
+            why = ("it was made with another config: " + "; ".join(verdict.diff) if verdict.action == CHANGED
+                   else verdict.why)
+            print(f"{what}: running again, {why}; the earlier run is kept in {move_aside(job)}")
+        epoch = _last_epoch(Path(job.model_dir)) if job.eval_only else None
+        _run(job.train_args(epoch), Path(job.output_dir), what, verbose)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse(argv)
     seeds = args.seeds or ([1, 2, 3] if args.full else [1])
     shots = _shots(args.opts)
     wanted = args.methods or (FULL_METHODS if args.full else DEFAULT_METHODS)
@@ -123,35 +184,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         _check_world(data / DATASET_DIR)
     out = Path(args.output).resolve()
-    dataset_cfg = config_path("datasets", "prometar_world.yaml")
-    for seed in seeds:
-        for name, cfg_name, trained, _ in methods:
-            if not cfg_name:
-                for split in ("base", "new"):
-                    folder = (out / "base2new" / ("test_base" if split == "base" else "test_new") / DATASET_DIR
-                              / f"shots_{shots}" / name / PROBE_CONFIG / f"seed{seed}")
-                    if not _finished(folder):
-                        _probe(data, seed, split, folder, args.device, shots)
-                continue
-            cfg = config_path("trainers", "ProMetaR", cfg_name + ".yaml")
-            tail = Path(DATASET_DIR) / f"shots_{shots}" / name / cfg_name / f"seed{seed}"
-            common = ["--root", str(data), "--seed", str(seed), "--trainer", "ProMetaR", "--dataset-config-file",
-                      dataset_cfg, "--config-file", cfg, "--engine", "builtin"]
-            if args.device:
-                common += ["--device", args.device]
-            base_dir = out / "base2new" / ("train_base" if trained else "test_base") / tail
-            new_dir = out / "base2new" / "test_new" / tail
-            opts = ["DATASET.NUM_SHOTS", str(SHOTS)] + list(args.opts)
-            if not _finished(base_dir):
-                what = f"{name} seed {seed}: {'train on' if trained else 'evaluate'} base classes"
-                extra = [] if trained else ["--eval-only"]
-                _run(common + ["--output-dir", str(base_dir)] + extra + opts + ["DATASET.SUBSAMPLE_CLASSES", "base"],
-                     base_dir, what, args.verbose)
-            if not _finished(new_dir):
-                load = ["--model-dir", str(base_dir), "--load-epoch", str(_last_epoch(base_dir))] if trained else []
-                _run(common + ["--output-dir", str(new_dir), "--eval-only"] + load + opts
-                     + ["DATASET.SUBSAMPLE_CLASSES", "new"], new_dir, f"{name} seed {seed}: evaluate new classes",
-                     args.verbose)
+    if any(not cfg_name for _, cfg_name, _, _ in methods):
+        for seed in seeds:
+            for split in ("base", "new"):
+                folder = (out / "base2new" / ("test_base" if split == "base" else "test_new") / DATASET_DIR
+                          / f"shots_{shots}" / "LinearProbe" / PROBE_CONFIG / f"seed{seed}")
+                if not _finished(folder):
+                    _probe(data, seed, split, folder, args.device, shots)
+    _run_jobs(_jobs(args, data, out, shots, seeds, methods), args.verbose)
     from .report import report_main
 
     print(f"\nDemo finished in {time.time() - start:.0f} s. Results (accuracy %, test split):")

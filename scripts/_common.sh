@@ -1,4 +1,5 @@
-# Shared settings and helpers of the ProMetaR scripts (sourced, not run).
+# Shared settings and helpers of the ProMetaR scripts (sourced, not run). Every script runs its train.py calls
+# through `prometar sweep` (the same folders, skip / resume / never-stale rules and argument checks).
 # Environment overrides: DATA (dataset root, required to run), TRAINER (ProMetaR), CFG (config name
 # without .yaml), OUTPUT (output root, default "output" in the repo root), SHOTS (16), LOADEP
 # (epoch to load; default: the latest checkpoint of the model folder), PYTHON (python).
@@ -26,13 +27,6 @@ cd "$REPO_ROOT"
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
-# run_is_finished DIR: true if DIR holds a finished run (a final accuracy in log.txt or a re-run's
-# log.txt-<time>; in a training log only after "Finish training"): the rule of prometar.sweep.state, which
-# `prometar sweep` and `prometar report` use too.
-run_is_finished() {
-    "${PY[@]}" -m prometar.sweep.state "$1"
-}
-
 # resolve_loadep MODEL_DIR: echo LOADEP, or the epoch of the latest checkpoint in MODEL_DIR/<name>/.
 resolve_loadep() {
     if [ -n "$LOADEP" ]; then echo "$LOADEP"; return 0; fi
@@ -54,19 +48,4 @@ model_epoch() {
     compgen -G "$1/*/model.pth.tar-${epoch}" > /dev/null \
         || die "no $1/*/model.pth.tar-${epoch}: $2, or set LOADEP to a saved epoch"
     echo "$epoch"
-}
-
-# run_train DATASET SEED OUTPUT_DIR [train.py args and KEY VALUE opts...]: train.py with the flags every
-# script passes (data root, seed, trainer, dataset and method configs, output folder).
-run_train() {
-    local dataset=$1 seed=$2 dir=$3
-    shift 3
-    "${PY[@]}" train.py \
-        --root "$DATA" \
-        --seed "$seed" \
-        --trainer "$TRAINER" \
-        --dataset-config-file "configs/datasets/${dataset}.yaml" \
-        --config-file "configs/trainers/${TRAINER}/${CFG}.yaml" \
-        --output-dir "$dir" \
-        "$@"
 }

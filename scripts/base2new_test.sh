@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Base-to-new, step 2: evaluate the model trained by base2new_train.sh on the SUB classes (new or base).
+# Base-to-new, step 2: evaluate the model trained by base2new_train.sh on the SUB classes (new or base); a thin
+# wrapper over `prometar sweep base2new --phase test` (one job): a finished evaluation of the same config and of
+# the model file there now is skipped, one of a model trained again since is moved aside and run again.
 # Usage: DATA=/path/to/data scripts/base2new_test.sh DATASET SEED SUB [extra train.py args]
 # Loads ${OUTPUT}/base2new/train_base/<...>/seed${SEED} (exactly the train script's folder) at epoch
-# LOADEP (default: its latest checkpoint) and writes ${OUTPUT}/base2new/test_${SUB}/<...>/seed${SEED};
-# skips the run when that folder already has a finished log.
-# Env: DATA, TRAINER, CFG, OUTPUT, SHOTS, LOADEP, PYTHON (see scripts/_common.sh).
+# LOADEP (default: its latest checkpoint) and writes ${OUTPUT}/base2new/test_${SUB}/<...>/seed${SEED}.
+# Env: DATA, TRAINER, CFG, OUTPUT, SHOTS, LOADEP, PYTHON (see scripts/_common.sh), SWEEP_ARGS.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
@@ -14,21 +15,12 @@ SEED=$2
 SUB=$3
 shift 3
 case "$SUB" in new|base|all) ;; *) die "SUB must be new, base or all, got '${SUB}'" ;; esac
-
-COMMON_DIR=${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
-MODEL_DIR=${OUTPUT}/base2new/train_base/${COMMON_DIR}
-DIR=${OUTPUT}/base2new/test_${SUB}/${COMMON_DIR}
-if run_is_finished "$DIR"; then
-    echo "Skip ${DATASET} seed ${SEED} (${SUB}): finished evaluation in ${DIR}"
-    exit 0
-fi
 check_inputs "$DATASET"
-EPOCH=$(model_epoch "$MODEL_DIR" "run base2new_train.sh ${DATASET} ${SEED} first")
-echo "Evaluate ${MODEL_DIR} (epoch ${EPOCH}) on ${SUB} classes, output to ${DIR}"
-run_train "$DATASET" "$SEED" "$DIR" \
-    --model-dir "$MODEL_DIR" \
-    --load-epoch "$EPOCH" \
-    --eval-only \
-    "$@" \
-    DATASET.NUM_SHOTS "$SHOTS" \
-    DATASET.SUBSAMPLE_CLASSES "$SUB"
+MODEL_DIR=${OUTPUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
+model_epoch "$MODEL_DIR" "run base2new_train.sh ${DATASET} ${SEED} first" > /dev/null
+read -r -a sweep_args <<< "${SWEEP_ARGS:-}"
+loadep=()
+[ -z "$LOADEP" ] || loadep=(--load-epoch "$LOADEP")
+exec "${PY[@]}" -m prometar sweep base2new --phase test --test-sub "$SUB" --data "$DATA" --output "$OUTPUT" \
+    --trainer "$TRAINER" --configs "$CFG" --shots "$SHOTS" --datasets "$DATASET" --seeds "$SEED" \
+    --python "${PY[*]}" --no-report ${loadep[@]+"${loadep[@]}"} ${sweep_args[@]+"${sweep_args[@]}"} -- "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cross-dataset / domain generalisation, step 1: train on ImageNet, all 1000 classes, SHOTS shots; a thin
-# wrapper over `prometar sweep xd --phase train` (skips a finished run, resumes an unfinished one).
+# wrapper over `prometar sweep xd --phase train` (skips a finished run of the same config, resumes an unfinished
+# one, refuses a folder made with another config unless SWEEP_ARGS=--rerun-changed).
 # Usage: DATA=/path/to/data scripts/xd_train.sh SEED [extra train.py args]
 # Writes ${OUTPUT}/imagenet/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}.
 # Env: DATA, TRAINER, CFG, OUTPUT, SHOTS, PYTHON (see scripts/_common.sh), SWEEP_ARGS (more `prometar sweep`

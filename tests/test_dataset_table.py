@@ -79,17 +79,19 @@ def test_sync_writes_missing_and_outdated_files_and_names_strays(tmp_path, capsy
 def test_protocol_lists_come_from_the_table():
     from prometar.report.results import ordered
     from prometar.report.tables import N_PAPER_DATASETS, display
-    from prometar.sweep.jobs import BASE2NEW_DATASETS, XD_TARGETS
+    from prometar.sweep.jobs import BASE2NEW_DATASETS, DG_TARGETS, FEWSHOT_DATASETS, XD_TARGETS
 
     assert BASE2NEW_DATASETS == ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers",
                                  "food101", "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
-    assert XD_TARGETS == BASE2NEW_DATASETS[1:] + ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+    assert DG_TARGETS == ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+    assert XD_TARGETS == BASE2NEW_DATASETS[1:] + DG_TARGETS == protocol_datasets("xd") + protocol_datasets("dg")
+    assert FEWSHOT_DATASETS == BASE2NEW_DATASETS  # CoOp's few-shot protocol runs the same 11 datasets
     assert N_PAPER_DATASETS == 11
     assert ordered(["eurosat", "zzz", "imagenet"]) == ["imagenet", "eurosat", "zzz"]
     assert [display(d) for d in ("oxford_flowers", "dtd", "imagenet_a", "mine")] == [
         "Flowers102", "DTD", "ImageNet-A", "mine"]
-    with pytest.raises(KeyError, match="unknown protocol 'fewshot'; expected one of base2new, xd"):
-        protocol_datasets("fewshot")
+    with pytest.raises(KeyError, match="unknown protocol 'few_shot'; expected one of base2new, xd, dg, fewshot"):
+        protocol_datasets("few_shot")
 
 
 @pytest.mark.parametrize("name", list(SPECS))

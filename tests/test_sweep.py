@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from fake_data import make_fake_dataset
 
 from prometar.cli import train_main
 from prometar.sweep.backends import LocalBackend, threads_per_job
 from prometar.sweep.cli import sweep_main
-from prometar.sweep.jobs import Launcher, SweepSpec, build_jobs, default_launcher
+from prometar.sweep.fresh import ChangedRuns
+from prometar.sweep.jobs import ExtraClash, Launcher, SweepSpec, build_jobs, default_launcher
 from prometar.sweep.runner import Progress, Sweep, format_duration
 from prometar.sweep.state import checkpoint_file, is_finished, latest_epoch, run_state
 
@@ -163,15 +165,16 @@ json.dump({"runs": [run]}, open(os.path.join(out, "provenance.json"), "w"))
 """.replace("TRAIN_LOG", repr(TRAIN_LOG))
 
 
-def _fake_sweep(tmp_path, retries=1, workers=2):
+def _fake_sweep(tmp_path, retries=1, workers=2, extra=(), phase="all", rerun_changed=False):
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAIN)
     launcher = Launcher([sys.executable], [str(script)], str(tmp_path))
     jobs = build_jobs(SweepSpec(data=str(tmp_path / "data"), output=str(tmp_path / "out"), datasets=["eurosat", "dtd"],
-                                seeds=[1, 2]), launcher)
+                                seeds=[1, 2], extra=list(extra), phase=phase), launcher)
     stream = io.StringIO()
     sweep = Sweep(jobs, LocalBackend([None] * workers, 1), launcher, str(tmp_path / "out/sweeps/t"), retries=retries,
-                  protocol="base2new", stream=stream, progress_interval=0, poll_s=0.02, tty=False)
+                  protocol="base2new", stream=stream, progress_interval=0, poll_s=0.02, tty=False,
+                  rerun_changed=rerun_changed)
     return sweep, stream
 
 
@@ -231,6 +234,68 @@ def test_failed_job_is_retried_then_listed_and_its_evaluation_not_run(tmp_path, 
     assert again.run() == 0 and stream2.getvalue().count("Skip ") == 4
     assert all(_attempts(r.job.output_dir) == (4 if r.job.dataset == "dtd" and not r.job.eval_only else 1)
                for r in again.records.values())
+
+
+def test_a_changed_config_is_refused_then_rerun_changed_moves_it_aside_and_its_evaluation_follows(tmp_path):
+    first, _ = _fake_sweep(tmp_path)
+    assert first.run() == 0
+    # the same sweep with another option: every folder was made with another config, nothing starts
+    changed, stream = _fake_sweep(tmp_path, extra=["OPTIM.LR", "0.5"])
+    with pytest.raises(ChangedRuns) as exc:
+        changed.run()
+    message = str(exc.value)
+    assert "Start " not in stream.getvalue() and "--rerun-changed" in message
+    for rec in changed.records.values():
+        assert rec.job.output_dir in message and _attempts(rec.job.output_dir) == 1
+    assert len([ln for ln in message.splitlines() if ln.strip().startswith("OPTIM.LR: ")]) == 8
+    assert not list(Path(tmp_path, "out").rglob("*.changed-*"))
+    # --rerun-changed: each folder is moved aside (kept, with its result) and run again
+    again, stream = _fake_sweep(tmp_path, extra=["OPTIM.LR", "0.5"], rerun_changed=True)
+    assert again.run() == 0
+    assert stream.getvalue().count("made with another config (OPTIM.LR: ") == 8
+    for rec in again.records.values():
+        [old] = Path(rec.job.output_dir).parent.glob(Path(rec.job.output_dir).name + ".changed-*")
+        assert _attempts(old) == 1 and (old / "log.txt").is_file() and _attempts(rec.job.output_dir) == 1
+        assert yaml.safe_load(Path(rec.job.output_dir, "config.yaml").read_text())["OPTIM"]["LR"] == 0.5
+    # a training that runs again (its folder is gone) makes its evaluation run again, the rest is skipped
+    train = next(r.job for r in again.records.values() if r.job.phase == "train_base")
+    evaluation = next(r.job for r in again.records.values() if r.job.depends_on == [train.id])
+    shutil.rmtree(train.output_dir)
+    third, stream = _fake_sweep(tmp_path, extra=["OPTIM.LR", "0.5"])
+    assert third.run() == 0
+    assert {r.job.id for r in third.records.values() if r.state == "done"} == {train.id, evaluation.id}
+    assert f"Re-run {evaluation.label()}: the model it evaluated ({train.id}) is trained again" in stream.getvalue()
+    # across invocations: a training re-run by an earlier `--phase train` leaves its evaluation stale
+    other = next(r.job for r in again.records.values() if r.job.phase == "train_base" and r.job.id != train.id)
+    shutil.rmtree(other.output_dir)
+    assert _fake_sweep(tmp_path, extra=["OPTIM.LR", "0.5"], phase="train")[0].run() == 0
+    fourth, stream = _fake_sweep(tmp_path, extra=["OPTIM.LR", "0.5"])
+    assert fourth.run() == 0
+    [ran] = [r.job for r in fourth.records.values() if r.state == "done"]
+    assert ran.depends_on == [other.id] and "is not the one it evaluated" in stream.getvalue()
+
+
+def test_extra_args_that_set_what_the_sweep_sets_are_refused(tmp_path, capsys):
+    launcher = default_launcher("python")
+    for extra, names in ((["DATASET.NUM_SHOTS", "4"], ("DATASET.NUM_SHOTS 4", "--shots")),
+                         (["--seed", "3"], ("--seed 3", "--seeds")),
+                         (["--engine", "builtin", "DATASET.SUBSAMPLE_CLASSES", "all"], ("DATASET.SUBSAMPLE_CLASSES",
+                                                                                        "--test-sub")),
+                         (["--output-dir", "x"], ("--output-dir x", "--output")),
+                         (["OUTPUT_DIR", "x"], ("OUTPUT_DIR x", "--output")),
+                         (["--load-epoch", "2"], ("--load-epoch 2", "--load-epoch")),
+                         (["--root", "r"], ("--root r", "--data")),
+                         (["DATASET.ROOT", "r"], ("DATASET.ROOT r", "--data")),
+                         (["SEED", "2"], ("SEED 2", "--seeds"))):
+        with pytest.raises(ExtraClash) as exc:
+            build_jobs(SweepSpec(data="d", datasets=["dtd"], seeds=[1], extra=extra), launcher)
+        assert all(n in str(exc.value) for n in names), (extra, str(exc.value))
+    build_jobs(SweepSpec(data="d", datasets=["dtd"], extra=["--engine", "builtin", "OPTIM.MAX_EPOCH", "2"]), launcher)
+    out = tmp_path / "out"
+    assert sweep_main(["fewshot", "--data", "d", "--output", str(out), "--datasets", "dtd", "--", "DATASET.NUM_SHOTS",
+                       "4"]) == 2
+    assert "DATASET.NUM_SHOTS 4 after -- clashes with the sweep's --shots" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_second_driver_on_the_same_sweep_is_refused(tmp_path, monkeypatch):
