@@ -16,7 +16,9 @@ from .clip_loader import load_clip
 from .engine.checkpoint import load_checkpoint, strip_module_prefix
 from .engine.lr import build_lr_scheduler
 from .engine.optim import build_optimizer
+from .engine.integrity import BEST_KEY
 from .engine.parts import MODEL_NAME, MODULATOR_NAME, TrainerParts, pick_device
+from .engine.runfolder import RunFolder
 from .learners import LEARNERS, build_learner, official_key, official_to_ivlp_state_dict
 from .meta import GradientModulator, MetaSampler, ProMetaRStep
 from .model import PromptedCLIP
@@ -155,33 +157,39 @@ def load_trained_weights(model: PromptedCLIP, modulator: Optional[nn.Module], di
     """Eval-time loading of `<directory>/VLPromptLearner/model.pth.tar-<epoch>` (or `model-best.pth.tar`) and,
     when `modulator` is given, the matching `GradientModulator` file; used by both engines' `load_model`.
 
-    Strict: the learner file must hold exactly the model's tensors (ours or an official full-model file) and
-    the modulator file exactly the modulator's.  The one tolerated gap: an official checkpoint has no
-    GradientModulator folder; its prompts load and one line says that the modulator starts fresh.  A folder
-    whose modulator file for this epoch is missing, or whose two files are from different epochs, is refused.
-    Returns the learner checkpoint dict ({} when `directory` is empty)."""
+    The files must be the ones the folder's manifest published (as resume checks them). Strict: the learner file
+    must hold exactly the model's tensors (ours or an official full-model file) and the modulator file exactly the
+    modulator's.  The one tolerated gap: an official checkpoint has no GradientModulator folder; its prompts load
+    and one line says that the modulator starts fresh.  A folder whose modulator file for this epoch is missing,
+    or whose two files are from different epochs, is refused.  Returns the learner checkpoint dict ({} when
+    `directory` is empty)."""
     if not directory:
         print("Note that load_model() is skipped as no pretrained model is given "
               "(ignore this if it's done on purpose)")
         return {}
-    file_name = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-    path = os.path.join(directory, MODEL_NAME, file_name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Model not found at "{path}"')
+    folder = RunFolder(directory)
+    path = folder.learner_file(epoch)
+    folder.verify_epoch(BEST_KEY if epoch is None else epoch)
     checkpoint = load_checkpoint(path, map_location=map_location)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         checkpoint = {"state_dict": checkpoint}
     load_learner_state(model, checkpoint, strict=True, where=path)
     print(f'Loading weights to {MODEL_NAME} from "{path}" (epoch = {checkpoint.get("epoch", epoch)})')
-    if modulator is None:
-        return checkpoint
+    if modulator is not None:
+        _load_modulator(modulator, directory, os.path.basename(path), checkpoint, path, map_location)
+    return checkpoint
+
+
+def _load_modulator(modulator: nn.Module, directory: str, file_name: str, checkpoint: Dict[str, Any], path: str,
+                    map_location: Any) -> None:
+    """The `GradientModulator` partner of the learner file `path` (see `load_trained_weights`)."""
     folder = os.path.join(directory, MODULATOR_NAME)
     mod_path = os.path.join(folder, file_name)
     if not os.path.isdir(folder):
         if is_official_state(checkpoint["state_dict"]):
             print(f'"{path}" is an official checkpoint without a {MODULATOR_NAME} folder: prompts loaded, the '
                   f"gradient modulator starts fresh")
-            return checkpoint
+            return
         raise FileNotFoundError(
             f'"{directory}" has no {MODULATOR_NAME} folder but this run has a gradient modulator '
             f"(TRAINER.PROMETAR.META_REG True): the checkpoint was trained without one or is incomplete. To evaluate "
@@ -205,5 +213,4 @@ def load_trained_weights(model: PromptedCLIP, modulator: Optional[nn.Module], di
                          "\nCheck TRAINER.PROMETAR (DIM_RATE, LEARNER, N_CTX_*, PROMPT_DEPTH_*) against the run "
                          "that wrote the file")
     modulator.load_state_dict(mod_state)
-    print(f'Loading weights to {MODULATOR_NAME} from "{mod_path}" (epoch = {mod.get("epoch", epoch)})')
-    return checkpoint
+    print(f'Loading weights to {MODULATOR_NAME} from "{mod_path}" (epoch = {mod.get("epoch")})')

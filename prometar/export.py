@@ -14,12 +14,13 @@ import os
 import re
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
 from .build import MODEL_NAME, MODULATOR_NAME, _learner_state_from
 from .engine.checkpoint import BEST_NAME, POINTER_NAME
+from .engine.runfolder import RunFolder
 from .engine.safe_load import load_checkpoint
 from .io import atomic_write, atomic_write_text
 from .learners import official_key
@@ -68,11 +69,9 @@ def _order(name: str) -> tuple:
 
 def to_official_state_dict(learner_state: Dict[str, torch.Tensor], where: str = "the checkpoint"
                            ) -> "OrderedDict[str, torch.Tensor]":
-    """Learner tensors (`text.<i>`, `vision.<i>` of the IVLP learner) under the official model's names."""
-    if "text.0" not in learner_state:
-        raise ValueError(f'"{where}" has no text.0 prompt: the official model always learns a text context '
-                         f"(prompt_learner.ctx); only IVLP-learner runs (TRAINER.PROMETAR.LEARNER IVLP) can be "
-                         f"exported")
+    """Learner tensors (`text.<i>`, `vision.<i>` of the IVLP learner) under the official model's names; a
+    ValueError names every tensor the official model would lack (it always learns `prompt_learner.ctx` and
+    `image_encoder.VPT`, and loads non-strictly, so a missing one would stay untrained there) or has no place for."""
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     unmapped = []
     for name in sorted(learner_state, key=_order):
@@ -80,15 +79,35 @@ def to_official_state_dict(learner_state: Dict[str, torch.Tensor], where: str = 
             out[official_key(name)] = learner_state[name].detach().float().cpu().clone()
         except KeyError:
             unmapped.append(name)
+    problems = [f"no {name} prompt (the official {official_key(name)}, which it would run untrained)"
+                for name in ("text.0", "vision.0") if name not in learner_state]
     if unmapped:
-        raise ValueError(f'"{where}" holds tensors the official model has no place for: {", ".join(unmapped)}; only '
-                         f"IVLP-learner runs (TRAINER.PROMETAR.LEARNER IVLP) can be exported to the official format")
+        problems.append(f"tensors the official model has no place for: {', '.join(unmapped)}")
+    if problems:
+        raise ValueError(f'"{where}" cannot be exported completely: ' + "; ".join(problems) +
+                         ". The official model loads checkpoints non-strictly; only IVLP-learner runs "
+                         "(TRAINER.PROMETAR.LEARNER IVLP) can be exported")
     return out
+
+
+def _check_exportable(src: str, checkpoint: Any, path: str) -> None:
+    """Refuse a run the official trainer could not load completely: it learns IVLP prompts and loads its
+    checkpoints non-strictly, so a CoOp / VPT / MaPLe run (or one with a modulator of another learner) would
+    run there with untrained tensors and no error."""
+    saved = RunFolder(src).saved_config() or {}
+    learner = (checkpoint.get("learner") if isinstance(checkpoint, dict) else None) or \
+        saved.get("TRAINER.PROMETAR.LEARNER")
+    if learner is not None and learner != "IVLP":
+        raise ValueError(f'"{path}" was trained with TRAINER.PROMETAR.LEARNER {learner}: the official ProMetaR model '
+                         f"is IVLP (text context + deep text and vision prompts) and loads checkpoints non-strictly, "
+                         f"so the tensors it lacks would stay untrained there without an error; only IVLP-learner "
+                         f"runs can be exported")
 
 
 def export_official(src: str, dst: str, epoch: Optional[int] = None, force: bool = False) -> str:
     """Write `<dst>/VLPromptLearner/model.pth.tar-<epoch>` (+ its `checkpoint` pointer) for the official trainer
-    from the run in `src` (default epoch: the latest complete one). Returns the written path."""
+    from the run in `src` (default epoch: the latest complete one; checked against its manifest). Returns the
+    written path. Runs that the official trainer cannot load completely are refused (ValueError naming why)."""
     folder = _model_folder(src)
     if epoch is None:
         epoch = _latest_complete_epoch(src, folder)
@@ -97,7 +116,10 @@ def export_official(src: str, dst: str, epoch: Optional[int] = None, force: bool
         have = find_epochs(folder)
         raise FileNotFoundError(f'Model not found at "{path}"; epochs in "{folder}": '
                                 f"{', '.join(map(str, have)) or 'none'}")
+    if folder != src:
+        RunFolder(src).verify_epoch(epoch)
     checkpoint = load_checkpoint(path, map_location="cpu")
+    _check_exportable(src, checkpoint, path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
     if not isinstance(state, dict):
         raise ValueError(f'"{path}" holds no state dict (found {type(state).__name__})')
@@ -130,7 +152,7 @@ def export_main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = export_official(args.src, args.dst, epoch=args.epoch, force=args.force)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:  # CheckpointIncomplete too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     n = len(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])

@@ -134,7 +134,8 @@ def test_base_to_new_train_then_eval_only(base_run, eurosat_root, tiny_clip_path
     state = torch.load(ckpt)  # torch's default (weights_only=True on torch >= 2.6) accepts our checkpoints
     assert state["epoch"] == 1 and state["val_result"] is None
     assert set(state["state_dict"]) == {f"prompt_learner.{s}.{i}" for s in ("text", "vision") for i in (0, 1)}
-    assert torch.load(base_run / "GradientModulator" / "model.pth.tar-1")["scheduler"] is None  # official default
+    mod_sched = torch.load(base_run / "GradientModulator" / "model.pth.tar-1")["scheduler"]
+    assert mod_sched["last_epoch"] == 0  # official default: the modulator's scheduler is never stepped
 
     out = tmp_path / "new"
     args = _args(eurosat_root, out, tiny_clip_path, "new", "--eval-only", "--model-dir", str(base_run),
@@ -195,10 +196,11 @@ def test_dassl_resume(base_run, eurosat_root, tiny_clip_path, tmp_path, capsys):
     assert main(args) == 0
     log = _log(out)
     assert f"Found checkpoint at {base_run} (will resume training)" in log
-    assert log.count("Loaded optimizer") == 2 and log.count("Loaded scheduler") == 1  # modulator: no scheduler
+    assert log.count("Loaded optimizer") == 2 and log.count("Loaded scheduler") == 2
     assert "Previous epoch: 1" in log and "epoch [2/2] batch [2/2]" in log and "epoch [1/2]" not in log
     assert (out / "VLPromptLearner" / "model.pth.tar-2").is_file() and "=> result" in log
     assert torch.load(out / "VLPromptLearner" / "model.pth.tar-2")["scheduler"]["last_epoch"] == 2
+    assert torch.load(out / "GradientModulator" / "model.pth.tar-2")["scheduler"]["last_epoch"] == 0  # never stepped
 
 
 def _reference_subsample(lists, mode):

@@ -61,9 +61,13 @@ def test_train_then_eval_new_classes(data_root, small_clip_path, tmp_path):
     assert "SUBSAMPLE NEW CLASSES!" in log and "Loading weights to VLPromptLearner" in log and "=> result" in log
     assert "Finish training" not in log
 
-    with pytest.raises(FileNotFoundError, match="Model not found at"):
-        run(data_root, small_clip_path, tmp_path / "x", "--eval-only", "--model-dir", str(train_dir),
-            "--load-epoch", "7", sub="new")
+    # a missing epoch, or no model-best without --load-epoch: one ERROR line naming what exists, exit 2
+    assert run(data_root, small_clip_path, tmp_path / "x", "--eval-only", "--model-dir", str(train_dir),
+               "--load-epoch", "7", sub="new") == 2
+    assert "model.pth.tar-7\": epochs saved there: 1" in read_log(tmp_path / "x")
+    assert run(data_root, small_clip_path, tmp_path / "y", "--eval-only", "--model-dir", str(train_dir),
+               sub="new") == 2
+    assert "written only by a run with TEST.FINAL_MODEL best_val; pass --load-epoch N" in read_log(tmp_path / "y")
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(data_root, small_clip_path, tmp_path, monkeypatch):

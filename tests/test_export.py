@@ -96,6 +96,37 @@ def test_learners_the_official_model_cannot_hold_are_refused(tmp_path, small_cli
     assert f'"{tmp_path / "nothing"}"' in capsys.readouterr().err
 
 
+def test_coop_runs_and_altered_checkpoints_are_refused(tmp_path, small_clip, capsys):
+    """A CoOp-learner run maps onto `prompt_learner.ctx` alone, which the official trainer would load non-strictly
+    and run with untrained deep prompts: refused, naming the learner (from the checkpoint or config.yaml)."""
+    coop = build_learner("CoOp", small_clip, n_ctx_text=4)
+    _run(tmp_path / "coop", coop, epochs=(1,), modulator_epochs=())
+    ckpt_path = tmp_path / "coop" / MODEL_NAME / "model.pth.tar-1"
+    # without any record of the learner: its tensors show it (no vision prompts)
+    assert main(["export", "--to", "official", str(tmp_path / "coop"), str(tmp_path / "out")]) == 2
+    assert "no vision.0 prompt (the official image_encoder.VPT" in capsys.readouterr().err
+    (tmp_path / "coop" / "config.yaml").write_text("TRAINER:\n  PROMETAR:\n    LEARNER: CoOp\n")
+    assert main(["export", "--to", "official", str(tmp_path / "coop"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "LEARNER CoOp" in err and "non-strictly" in err and str(ckpt_path) in err
+    ckpt = torch.load(ckpt_path, weights_only=True)  # the engines also record the learner in the file
+    ckpt["learner"] = "CoOp"
+    os.remove(tmp_path / "coop" / "config.yaml")
+    torch.save(ckpt, ckpt_path)
+    assert main(["export", "--to", "official", str(tmp_path / "coop"), str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out" / MODEL_NAME).exists()
+    # a published epoch whose learner file was altered afterwards is refused, naming the file
+    from prometar.engine.integrity import write_manifest
+
+    run = tmp_path / "ivlp"
+    _run(run, _ivlp(small_clip), epochs=(1,), modulator_epochs=(1,))
+    write_manifest(str(run), 1, [str(run / MODEL_NAME / "model.pth.tar-1"), str(run / MODULATOR_NAME / "model.pth.tar-1")])
+    with open(run / MODEL_NAME / "model.pth.tar-1", "ab") as f:
+        f.write(b"\0")
+    assert main(["export", "--to", "official", str(run), str(tmp_path / "out")]) == 2
+    assert "not the file epoch 1 saved" in capsys.readouterr().err
+
+
 def test_official_file_saved_from_dataparallel_loads_too(tmp_path, small_clip):
     """An official checkpoint written from a DataParallel model has every key under `module.`; its prompts load
     the same (the one `module.` strip is `prometar.engine.checkpoint.strip_module_prefix`)."""

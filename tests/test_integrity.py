@@ -9,7 +9,7 @@ import torch
 from fake_data import make_fake_dataset
 
 from prometar.engine.checkpoint import load_checkpoint
-from prometar.engine.integrity import RunFolderBusy, RunLock
+from prometar.engine.runfolder import RunFolderBusy, RunLock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(REPO, "configs", "trainers", "ProMetaR", "vit_b16_c2_ep10_batch4_4+4ctx.yaml")
@@ -137,7 +137,7 @@ def test_second_run_into_a_locked_folder_is_refused_with_pid(data_root, small_cl
     out = tmp_path / "locked"
     holder = subprocess.Popen([sys.executable, "-c",
                                "import sys,time; sys.path.insert(0, sys.argv[1]);"
-                               "from prometar.engine.integrity import RunLock; RunLock(sys.argv[2]).acquire();"
+                               "from prometar.engine.runfolder import RunLock; RunLock(sys.argv[2]).acquire();"
                                "print('held', flush=True); time.sleep(60)", REPO, str(out)],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -163,29 +163,45 @@ def test_changed_config_is_refused_unless_flag(data_root, small_clip_path, tmp_p
     assert (out / "config.yaml").read_text() == saved
     log = [f for f in os.listdir(out) if f.startswith("log.txt")]
     assert len(log) == 1  # refused before a log of its own
-    # re-evaluation of the folder with a changed config: refused; new classes are allowed
+    # evaluating the folder's model: a key that changes the model is refused; the data side and training-only
+    # keys may differ (new classes, another LR)
     ev = tmp_path / "eval"
     assert train_main(argv(data_root, small_clip_path, ev, "--eval-only", "--model-dir", str(out),
-                           "--load-epoch", "2", opts=("OPTIM.LR", "0.5"))) == 2
+                           "--load-epoch", "2", opts=("TRAINER.PROMETAR.N_CTX_TEXT", "2"))) == 2
     assert train_main(argv(data_root, small_clip_path, ev, "--eval-only", "--model-dir", str(out),
-                           "--load-epoch", "2", opts=("DATASET.SUBSAMPLE_CLASSES", "new"))) == 0
+                           "--load-epoch", "2", opts=("DATASET.SUBSAMPLE_CLASSES", "new", "OPTIM.LR", "0.5"))) == 0
     # the flag lets it go on; config.yaml still describes the trained model
     assert train_main(argv(data_root, small_clip_path, out, "--allow-config-change", opts=("OPTIM.LR", "0.5"))) == 0
     assert (out / "config.yaml").read_text() == saved
 
 
-def test_config_diff_lists_keys(tmp_path, capsys):
+def test_config_rules_for_resume_and_evaluate(tmp_path, capsys):
     from prometar.config import dump_cfg, load_cfg
-    from prometar.engine.integrity import ConfigChanged, check_config
+    from prometar.engine.runfolder import ConfigChanged, RunFolder, fingerprint
 
     cfg = load_cfg(DATA_CFG, CFG, ["OPTIM.LR", "0.1"])
     dump_cfg(cfg, str(tmp_path / "config.yaml"))
-    new = load_cfg(DATA_CFG, CFG, ["OPTIM.LR", "0.5", "DATASET.SUBSAMPLE_CLASSES", "new"])
+    folder = RunFolder(str(tmp_path))
+    new = load_cfg(DATA_CFG, CFG, ["OPTIM.LR", "0.5", "DATASET.SUBSAMPLE_CLASSES", "new", "OUTPUT_DIR", "elsewhere",
+                                   "DATALOADER.NUM_WORKERS", "0"])
     with pytest.raises(ConfigChanged, match=r"OPTIM.LR: 0.1 -> 0.5") as info:
-        check_config(str(tmp_path), new, allow=False, what="resume")
-    assert "SUBSAMPLE_CLASSES" not in str(info.value)
-    check_config(str(tmp_path), new, allow=True, what="resume")
+        folder.check(new, "resume")
+    assert "DATASET.SUBSAMPLE_CLASSES: 'all' -> 'new'" in str(info.value)  # resuming on other classes: refused
+    assert "OUTPUT_DIR" not in str(info.value) and "NUM_WORKERS" not in str(info.value)  # runtime keys
+    folder.check(new, "evaluate")  # the data side and training-only keys may differ for an evaluation
+    model = load_cfg(DATA_CFG, CFG, ["TRAINER.PROMETAR.PROMPT_DEPTH_TEXT", "2", "MODEL.BACKBONE.NAME", "ViT-B/32"])
+    with pytest.raises(ConfigChanged, match="2 keys that change the model") as info:
+        folder.check(model, "evaluate")
+    assert "MODEL.BACKBONE.NAME: 'ViT-B/16' -> 'ViT-B/32'" in str(info.value)
+    assert "PROMPT_DEPTH_TEXT: 9 -> 2" in str(info.value)
+    folder.check(new, "resume", allow=True)
     assert "OPTIM.LR" in capsys.readouterr().out
+    # fingerprints: equal exactly when nothing compared differs; the seed can be left out to group a row's seeds
+    assert fingerprint(cfg) == fingerprint(folder.saved_config()) != fingerprint(new)
+    assert fingerprint(new, "evaluate") == fingerprint(cfg, "evaluate") != fingerprint(model, "evaluate")
+    seed2 = load_cfg(DATA_CFG, CFG, ["OPTIM.LR", "0.1", "SEED", "2"])
+    assert fingerprint(seed2) != fingerprint(cfg) and fingerprint(seed2, exclude=("SEED",)) == fingerprint(
+        cfg, exclude=("SEED",))
 
 
 def test_nonfinite_weights_are_not_published(data_root, small_clip_path, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 from .imagefolder import dataset_options
 from .readers import read_dataset_lists
 from .records import Datum
-from .sampling import fewshot_with_cache, subsample_classes
+from .sampling import fewshot_with_cache, subsample_classes, warn_capped_shots
 from .specs import SPECS, resolve_name
 
 
@@ -44,8 +44,11 @@ def build_lists(
         )
     if info.val_is_test:
         train, test = (list(x) for x in subsample_classes(train, test, subsample=subsample))
-        return DatasetLists(train, test, test, info.dataset_dir)  # ImageNet: val is the test list
-    train, val, test = (list(x) for x in subsample_classes(train, val, test, subsample=subsample))
+        val = test  # ImageNet: val is the test list
+    else:
+        train, val, test = (list(x) for x in subsample_classes(train, val, test, subsample=subsample))
+    if num_shots >= 1:
+        warn_capped_shots(train, num_shots)  # counts only the classes this run uses (e.g. the base half)
     return DatasetLists(train, val, test, info.dataset_dir)
 
 

@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from ..config import IMAGEFOLDER_DEFAULTS  # keys under DATASET.IMAGEFOLDER (added by extend_cfg)
+from . import inputs
 from .records import Datum
 from .specs import DatasetLayoutError, DatasetSpec
 from .splits import listdir_nohidden, read_split, split_by_folder, write_split
@@ -57,6 +58,7 @@ def read_classnames(path: str, folders: list[str]) -> dict[str, str]:
     Every line must have both parts and name an existing class folder; every folder must be listed.
     """
     names: dict[str, str] = {}
+    inputs.note(path)
     with open(path, encoding="utf-8") as f:
         for n, raw in enumerate(f, 1):
             line = raw.strip()

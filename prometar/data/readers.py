@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from . import inputs
 from .imagefolder import imagefolder_spec, read_imagefolder
 from .names import sun397_classname, ucf101_classname, pets_classname
 from .records import Datum, dump_records, load_records
@@ -150,6 +151,7 @@ def _require_file(path: str, what: str, spec: DatasetSpec, root: str) -> str:
 
 def _lines(path: str) -> list[str]:
     """Non-blank lines of a text file, stripped."""
+    inputs.note(path)
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
 
@@ -281,6 +283,7 @@ FALLBACKS: dict[str, Callable[[DatasetSpec, str, str], Lists]] = {
 def _read_fgvc(spec: DatasetSpec, ddir: str, root: str, _options: Options = None) -> Lists:
     image_dir = _require_dir(os.path.join(ddir, "images"), "image folder", spec, root)
     variants = _require_file(os.path.join(ddir, "variants.txt"), "class list", spec, root)
+    inputs.note(variants)
     with open(variants, encoding="utf-8") as f:
         cname2lab = {line.strip(): i for i, line in enumerate(f)}
 

@@ -14,6 +14,7 @@ import struct
 from typing import Any, Mapping, Sequence
 
 from ..io import atomic_write
+from . import inputs
 
 DASSL_DATUM_MODULE = "dassl.data.datasets.base_dataset"
 DASSL_DATUM_NAME = "Datum"
@@ -115,6 +116,7 @@ def loads_records(data: bytes, source: str = "<bytes>") -> Any:
 
 def load_records(path: str) -> Any:
     """Load a Dassl few-shot cache / `preprocessed.pkl` (or one written by `dump_records`)."""
+    inputs.note(path)
     with open(path, "rb") as f:
         try:
             return RecordUnpickler(f, source=path).load()
@@ -197,3 +199,4 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 def dump_records(data: Mapping[str, Sequence[Datum]], path: str) -> None:
     """Write a Dassl-readable Datum cache atomically (see `dumps_records`)."""
     write_bytes_atomic(path, dumps_records(data))
+    inputs.note(path)

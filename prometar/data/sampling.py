@@ -98,7 +98,6 @@ def fewshot_with_cache(
             except (OSError, TypeError) as exc:
                 print(f"Warning: cannot rewrite {path} ({exc}); its paths are mapped again next time")
         train = checked["train"][0]
-        _warn_capped(train, num_shots)
         return train, None if val is None else checked["val"][0]
     rng = make_rng(seed)
     train = generate_fewshot(train, num_shots=num_shots, rng=rng)
@@ -112,7 +111,6 @@ def fewshot_with_cache(
             dump_records(content, path)
         except OSError as exc:
             print(f"Warning: cannot write {path} ({exc}); the same samples are drawn again next time")
-    _warn_capped(train, num_shots)
     return train, val
 
 
@@ -144,8 +142,9 @@ def _check_cached(
     return records, old
 
 
-def _warn_capped(train: Sequence[Datum], num_shots: int) -> None:
-    """Print one warning naming the classes that have fewer than `num_shots` training images."""
+def warn_capped_shots(train: Sequence[Datum], num_shots: int) -> None:
+    """Print one warning naming the classes of `train` (the run's final list: after base/new subsampling) that have
+    fewer than `num_shots` training images."""
     counts: "OrderedDict[tuple[int, str], int]" = OrderedDict()
     for item in sorted(train, key=lambda d: d.label):
         counts[(item.label, item.classname)] = counts.get((item.label, item.classname), 0) + 1

@@ -12,6 +12,7 @@ import random
 from collections import OrderedDict
 from typing import Iterable, Mapping, Sequence
 
+from . import inputs
 from .records import Datum, write_bytes_atomic
 
 Triple = tuple[str, int, str]  # (absolute image path, label, classname)
@@ -49,6 +50,7 @@ def make_records(triples: Iterable[Triple], source: str) -> list[Datum]:
 def read_split(path: str, prefix: str) -> tuple[list[Datum], list[Datum], list[Datum]]:
     """Read a CoOp split JSON; each entry `[relative path, label, classname]` is joined to `prefix`."""
     print(f"Reading split from {path}")
+    inputs.note(path)
     with open(path, encoding="utf-8") as f:
         try:
             split = json.load(f)
@@ -83,6 +85,7 @@ def write_split(train: Sequence[Datum], val: Sequence[Datum], test: Sequence[Dat
     split = {"train": extract(train), "val": extract(val), "test": extract(test)}
     text = json.dumps(split, indent=4, separators=(",", ": "))
     write_bytes_atomic(path, text.encode("utf-8"))
+    inputs.note(path)
     print(f"Saved split to {path}")
 
 

@@ -6,19 +6,28 @@ evaluator (:mod:`.evaluator`) and checkpoint files (:mod:`.checkpoint`).  Nothin
 The built-in loop (:mod:`.trainer`, :mod:`.runner`) gets its model, optimisers and step from `prometar.build`
 only through the interface in :mod:`.parts`, so `build` imports the engine and never the other way round.
 """
-from .checkpoint import (
-    checkpoint_path,
-    find_resume_file,
-    load_checkpoint,
-    make_checkpoint,
-    save_checkpoint,
-    strip_module_prefix,
-)
-from .evaluator import Classification, build_evaluator
-from .logging import StdoutTee, setup_logger
-from .lr import WarmupLRScheduler, build_lr_scheduler, lr_table
-from .meters import AverageMeter, MetricMeter, format_duration, format_progress, should_print
-from .optim import build_optimizer
+from importlib import import_module
+from typing import Any
+
+#: Public name -> submodule that defines it; imported on first use, so that the light modules of the package
+#: (run folders, log reading) can be imported without torch.
+_EXPORTS = {
+    "checkpoint_path": "checkpoint", "find_resume_file": "checkpoint", "load_checkpoint": "checkpoint",
+    "make_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "strip_module_prefix": "checkpoint",
+    "Classification": "evaluator", "build_evaluator": "evaluator",
+    "StdoutTee": "logging", "setup_logger": "logging",
+    "WarmupLRScheduler": "lr", "build_lr_scheduler": "lr", "lr_table": "lr",
+    "AverageMeter": "meters", "MetricMeter": "meters", "format_duration": "meters", "format_progress": "meters",
+    "should_print": "meters",
+    "build_optimizer": "optim",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AverageMeter",

@@ -1,11 +1,10 @@
-"""Run integrity shared by both engines: per-epoch manifests, the run-folder lock, config comparison.
+"""Checkpoint integrity shared by both engines: per-epoch manifests and the checks that read them.
 
-* A checkpoint epoch is published by ``<OUTPUT_DIR>/manifest-<epoch>.json`` (written last, atomically): it lists
-  every part file (path relative to the run folder, size, SHA-256) and the epoch.  Part files without a matching
-  manifest are an unfinished save and are never resumed from.
-* ``<OUTPUT_DIR>/.lock`` is held with ``fcntl.flock`` while a run writes the folder and holds its pid; the kernel
-  drops the lock when the process dies, so a killed run never blocks the next one.
-* ``config.yaml`` of a folder is compared with the requested config before resuming or re-evaluating it.
+A checkpoint epoch is published by ``<OUTPUT_DIR>/manifest-<epoch>.json`` (written last, atomically): it lists
+every part file (path relative to the run folder, size, SHA-256) and the epoch.  Part files without a matching
+manifest are an unfinished save and are never resumed from.  The best-val set (every part's
+``model-best.pth.tar``) is published the same way by ``manifest-best.json``.  The lock and the config rules of a
+run folder are in :mod:`prometar.engine.runfolder`.
 """
 from __future__ import annotations
 
@@ -14,31 +13,20 @@ import json
 import math
 import os
 import signal
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
 from ..io import TMP_MARK, atomic_write_text
 
-__all__ = ["MANIFEST_PREFIX", "CONFIG_DIFF_IGNORE", "RunLock", "RunFolderBusy", "ConfigChanged", "CheckpointIncomplete",
-           "fault_point", "write_manifest", "read_manifest", "verify_manifest", "newest_complete_epoch",
-           "remove_temp_files", "nonfinite_tensors", "config_diff", "check_config", "has_checkpoints"]
+__all__ = ["MANIFEST_PREFIX", "BEST_KEY", "CheckpointIncomplete", "fault_point", "write_manifest", "read_manifest",
+           "verify_manifest", "newest_complete_epoch", "remove_temp_files", "nonfinite_tensors", "has_checkpoints"]
 
 MANIFEST_PREFIX = "manifest-"
-#: Keys that may differ between a saved run and a resume / re-evaluation of it.
-CONFIG_DIFF_IGNORE = ("OUTPUT_DIR", "RESUME", "DATASET.SUBSAMPLE_CLASSES", "DATASET.ROOT", "TEST.SPLIT",
-                      "TEST.NO_TEST", "TEST.FINAL_MODEL", "DATALOADER.NUM_WORKERS", "DATALOADER.TEST.BATCH_SIZE",
-                      "USE_CUDA", "VERBOSE", "TRAIN.PRINT_FREQ")
+#: Manifest key of the best-val checkpoint set (``manifest-best.json``, publishing every part's model-best file).
+BEST_KEY = "best"
 #: Env var for fault-injection tests: ``PROMETAR_FAULT_SAVE_STEP=k`` SIGKILLs the process after save step k.
 FAULT_ENV = "PROMETAR_FAULT_SAVE_STEP"
-
-
-class RunFolderBusy(RuntimeError):
-    """Another live process holds the run folder's lock."""
-
-
-class ConfigChanged(RuntimeError):
-    """The requested config differs from the folder's saved ``config.yaml``."""
 
 
 class CheckpointIncomplete(RuntimeError):
@@ -51,45 +39,6 @@ def fault_point(step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class RunLock:
-    """Exclusive ``fcntl.flock`` on ``<directory>/.lock``; refuses with the holder's pid."""
-
-    def __init__(self, directory: str):
-        self.path = os.path.join(directory, ".lock")
-        self.fd: Optional[int] = None
-
-    def acquire(self) -> "RunLock":
-        import fcntl
-
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RunFolderBusy(f'run folder "{os.path.dirname(self.path)}" is in use by process {holder} '
-                                f'(lock "{self.path}"); wait for it to finish or choose another --output-dir')
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            import fcntl
-
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
-
-
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -98,29 +47,33 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def manifest_path(directory: str, epoch: int) -> str:
-    return os.path.join(directory, f"{MANIFEST_PREFIX}{epoch}.json")
+def manifest_path(directory: str, key: Union[int, str]) -> str:
+    """``<directory>/manifest-<key>.json`` (key: an epoch number, or ``"best"``)."""
+    return os.path.join(directory, f"{MANIFEST_PREFIX}{key}.json")
 
 
-def write_manifest(directory: str, epoch: int, files: Iterable[str]) -> str:
-    """Publish ``epoch``: an atomic ``manifest-<epoch>.json`` listing each part (relative path, size, sha256)."""
+def write_manifest(directory: str, key: Union[int, str], files: Iterable[str], epoch: Optional[int] = None) -> str:
+    """Publish a checkpoint set: an atomic ``manifest-<key>.json`` listing each part (relative path, size, sha256)
+    and the epoch it holds (``key`` itself for epoch saves; ``epoch`` for the best-val set)."""
     parts = {os.path.relpath(p, directory): {"size": os.path.getsize(p), "sha256": _sha256(p)} for p in files}
-    return atomic_write_text(manifest_path(directory, epoch),
-                             json.dumps({"epoch": int(epoch), "files": parts}, indent=1, sort_keys=True) + "\n")
+    held = int(key) if epoch is None else int(epoch)
+    return atomic_write_text(manifest_path(directory, key),
+                             json.dumps({"epoch": held, "files": parts}, indent=1, sort_keys=True) + "\n")
 
 
-def read_manifest(directory: str, epoch: int) -> Optional[dict]:
-    path = manifest_path(directory, epoch)
+def read_manifest(directory: str, key: Union[int, str]) -> Optional[dict]:
+    path = manifest_path(directory, key)
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def verify_manifest(directory: str, epoch: int) -> Dict[str, str]:
-    """Paths of the parts of ``epoch`` by relative name; raises CheckpointIncomplete naming the bad files."""
+def verify_manifest(directory: str, epoch: Union[int, str]) -> Dict[str, str]:
+    """Paths of the parts of ``epoch`` (or of the ``"best"`` set) by relative name; raises CheckpointIncomplete
+    naming the bad files."""
     manifest = read_manifest(directory, epoch)
-    if manifest is None or int(manifest.get("epoch", -1)) != epoch:
+    if manifest is None or (epoch != BEST_KEY and int(manifest.get("epoch", -1)) != epoch):
         raise CheckpointIncomplete(f'no manifest for epoch {epoch} at "{manifest_path(directory, epoch)}"')
     bad = []
     out = {}
@@ -261,44 +214,3 @@ def nonfinite_tensors(state: Any, prefix: str = "", limit: float = MAX_ABS_VALUE
     elif isinstance(state, float) and (not math.isfinite(state) or abs(state) > limit):
         bad.append(prefix)
     return bad
-
-
-def _flat(node: Any, prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in node.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def config_diff(saved_yaml: str, cfg: Any, ignore: Iterable[str] = CONFIG_DIFF_IGNORE) -> List[str]:
-    """``KEY: old -> new`` for every key of both ``saved_yaml`` and ``cfg`` whose values differ.
-
-    Keys in ``ignore`` and keys present on one side only (a Dassl-engine config has more keys than the built-in
-    engine's; a newer version may add keys) are not compared."""
-    import yaml
-
-    with open(saved_yaml, encoding="utf-8") as f:
-        old = _flat(yaml.safe_load(f) or {})
-    new = _flat(yaml.safe_load(cfg.dump()))
-    ignore = set(ignore)
-    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(set(old) & set(new)) if k not in ignore and old[k] != new[k]]
-
-
-def check_config(folder: str, cfg: Any, allow: bool, what: str) -> None:
-    """Refuse (ConfigChanged) when ``<folder>/config.yaml`` differs from ``cfg``, unless ``allow``."""
-    saved = os.path.join(folder, "config.yaml")
-    if not os.path.isfile(saved):
-        return
-    diff = config_diff(saved, cfg)
-    if not diff:
-        return
-    if allow:
-        print(f"Warning: {what} with a config that differs from {saved} (--allow-config-change): " + "; ".join(diff))
-        return
-    raise ConfigChanged(f"refusing to {what}: the requested config differs from {saved} in "
-                        f"{len(diff)} key(s): " + "; ".join(diff) +
-                        ". Use the same config, another --output-dir, or --allow-config-change")

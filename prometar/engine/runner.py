@@ -1,31 +1,33 @@
 """`train.py` flow on the built-in engine, for runs without Dassl: the same steps as CoOp's `train.py` on Dassl
-(config, seed, log file, trainer, then `--eval-only` evaluation or training; see `prometar.dassl.runner`)."""
+(config, seed, log file, trainer, then `--eval-only` evaluation or training; see `prometar.dassl.runner`), and
+the run-folder steps both engines share (:func:`open_run_folder`, :func:`record_run`, :func:`run_guarded`)."""
 from __future__ import annotations
 
 import os
 import platform
-import random
-from typing import Any, Optional
+import sys
+from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 from .. import __version__
-from .parts import MODEL_NAME, MODULATOR_NAME, PartsBuilder, pick_device
-from ..config import dump_cfg, load_cfg
+from ..config import load_cfg
+from ..data import inputs
+from .epochs import TrainingDiverged
+from .integrity import CheckpointIncomplete, remove_temp_files
 from .logging import setup_logger
-from .integrity import ConfigChanged, RunFolderBusy, RunLock, check_config, has_checkpoints, remove_temp_files
-from .trainer import Trainer, TrainingDiverged
+from .parts import MODEL_NAME, MODULATOR_NAME, DeviceError, PartsBuilder, announce_device, resolve_device
+from .rng import set_random_seed
+from .runfolder import ConfigChanged, LockError, RunFolder, RunFolderBusy, RunLock, run_record, sha256_file
+from .safe_load import CheckpointLoadError
+from .trainer import Trainer
 
-__all__ = ["main", "set_random_seed", "print_args"]
+__all__ = ["main", "set_random_seed", "print_args", "open_run_folder", "write_config", "record_run", "run_guarded",
+           "load_for_eval", "LOAD_ERRORS"]
 
-
-def set_random_seed(seed: int) -> None:
-    """Seed Python `random`, NumPy and torch (CPU and every CUDA device), like Dassl."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
+_PART_NAMES = (MODEL_NAME, MODULATOR_NAME)
+#: Errors of loading a trained model for evaluation that end the run with one ERROR line (exit 2), not a traceback.
+LOAD_ERRORS = (FileNotFoundError, CheckpointIncomplete, CheckpointLoadError, ValueError, KeyError)
 
 
 def print_args(args: Any, cfg: Any) -> None:
@@ -46,42 +48,30 @@ def _system_info(device: torch.device) -> str:
     return "\n".join(lines)
 
 
-_PART_NAMES = (MODEL_NAME, MODULATOR_NAME)
-
-
-def prepare_run_folder(args: Any, cfg: Any) -> None:
-    """Remove leftover temp files; refuse (ConfigChanged) to resume or re-evaluate a folder under another config."""
+def _check_folders(args: Any, cfg: Any) -> None:
+    """Refuse (ConfigChanged) to resume a folder, or to evaluate a folder's model, under a config that differs in
+    keys that may not differ for that use (:meth:`RunFolder.check`)."""
     allow = bool(getattr(args, "allow_config_change", False))
     remove_temp_files(cfg.OUTPUT_DIR)
     if getattr(args, "eval_only", False):
         if getattr(args, "model_dir", ""):
-            check_config(args.model_dir, cfg, allow, f'evaluate the model in "{args.model_dir}"')
+            RunFolder(args.model_dir).check(cfg, "evaluate", allow)
         return
-    folder = cfg.RESUME or cfg.OUTPUT_DIR
-    if has_checkpoints(folder, _PART_NAMES):
-        check_config(folder, cfg, allow, f'resume the run in "{folder}"')
-
-
-def write_config(cfg: Any) -> None:
-    """Write ``<OUTPUT_DIR>/config.yaml`` unless the folder already holds a model trained under its own config."""
-    path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
-    if os.path.isfile(path) and has_checkpoints(cfg.OUTPUT_DIR, _PART_NAMES):
-        print(f"Keeping {path}: it describes the checkpoints already in this folder")
-        return
-    dump_cfg(cfg, path)
+    folder = RunFolder(cfg.RESUME or cfg.OUTPUT_DIR)
+    if folder.has_checkpoints(_PART_NAMES):
+        folder.check(cfg, "resume", allow)
 
 
 def open_run_folder(args: Any, cfg: Any) -> Optional[RunLock]:
-    """Lock ``cfg.OUTPUT_DIR`` for this run and check it (`prepare_run_folder`); both engines' runners call it.
-
-    Returns the held lock, or None after printing one ``ERROR:`` line when the folder is busy or its saved config
-    differs (the caller then exits with code 2)."""
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    lock = RunLock(cfg.OUTPUT_DIR)
+    """Lock ``cfg.OUTPUT_DIR`` for this run, check it against the config and write its ``config.yaml``; both
+    engines' runners call it. Returns the held lock, or None after printing one ``ERROR:`` line when the folder
+    is busy, its lock unusable or its saved config differs (the caller then exits with code 2)."""
+    folder = RunFolder(cfg.OUTPUT_DIR)
+    lock = folder.lock()
     try:
         lock.acquire()
-        prepare_run_folder(args, cfg)
-    except (RunFolderBusy, ConfigChanged) as exc:
+        _check_folders(args, cfg)
+    except (RunFolderBusy, ConfigChanged, LockError) as exc:
         lock.release()
         print(f"ERROR: {exc}")
         return None
@@ -91,6 +81,51 @@ def open_run_folder(args: Any, cfg: Any) -> Optional[RunLock]:
     return lock
 
 
+def write_config(cfg: Any) -> None:
+    """``<OUTPUT_DIR>/config.yaml``, unless the folder holds a model trained under its own config."""
+    folder = RunFolder(cfg.OUTPUT_DIR)
+    folder.write_config(cfg, has_model=folder.has_checkpoints(_PART_NAMES))
+
+
+def record_run(args: Any, cfg: Any, engine: str, device: Any) -> None:
+    """Append this run's provenance to ``<OUTPUT_DIR>/provenance.json`` (after the data was built: the split and
+    few-shot files read are hashed; for ``--eval-only`` the learner file the model was loaded from)."""
+    model = None
+    model_dir = getattr(args, "model_dir", "") if getattr(args, "eval_only", False) else ""
+    if model_dir:
+        epoch = getattr(args, "load_epoch", None)
+        path = RunFolder(model_dir).learner_file(epoch)
+        model = {"dir": os.path.abspath(model_dir), "epoch": epoch, "file": os.path.abspath(path),
+                 "sha256": sha256_file(path)}
+    record = run_record(cfg, sys.argv, engine, device, inputs.digests(), model)
+    record["args"] = {k: v for k, v in sorted(vars(args).items())}
+    RunFolder(cfg.OUTPUT_DIR).add_provenance(record)
+
+
+def run_guarded(body: Callable[[], int]) -> int:
+    """Run ``body``; a diverged training (exit 3) or a model that cannot be loaded / a bad ``--device``
+    (exit 2) ends with one ``ERROR:`` line instead of a traceback."""
+    try:
+        return body()
+    except TrainingDiverged as exc:
+        print(f"ERROR: {exc}")
+        return 3
+    except DeviceError as exc:
+        print(f"ERROR: {exc}")
+        return 2
+
+
+def load_for_eval(trainer: Any, args: Any) -> bool:
+    """``trainer.load_model(--model-dir, --load-epoch)``; False after one ``ERROR:`` line naming the folder and
+    the problem (missing or unpublished file, tensors that do not fit) when it cannot be loaded."""
+    try:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+    except LOAD_ERRORS as exc:
+        print(f'ERROR: cannot evaluate the model in "{args.model_dir}": {exc}')
+        return False
+    return True
+
+
 def main(args: Any, engine_note: str = "Dassl is not installed", *, builder: PartsBuilder) -> int:
     """Run training / evaluation on the built-in engine with the parts `builder` makes (`prometar.build`);
     returns a process exit code."""
@@ -98,30 +133,40 @@ def main(args: Any, engine_note: str = "Dassl is not installed", *, builder: Par
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
+    try:
+        device = resolve_device(getattr(args, "device", "") or "", cfg.USE_CUDA)
+    except DeviceError as exc:
+        print(f"ERROR: {exc}")
+        return 2
     lock = open_run_folder(args, cfg)
     if lock is None:
         return 2
     tee = setup_logger(cfg.OUTPUT_DIR)
     try:
-        print(f"Engine: built-in (prometar {__version__}; {engine_note})")
-        print_args(args, cfg)
-        write_config(cfg)
-        device = torch.device(args.device) if getattr(args, "device", None) else pick_device(cfg.USE_CUDA)
-        print("Collecting env info ...")
-        print("** System info **\n" + _system_info(device) + "\n")
-        print(f"Loading trainer: {cfg.TRAINER.NAME or 'ProMetaR'}")
-        trainer = Trainer(cfg, device, builder=builder)
-        if args.eval_only:
-            trainer.load_model(args.model_dir, epoch=args.load_epoch)
-            trainer.test()
-            return 0
-        if not args.no_train:
-            trainer.train()
-        return 0
-    except TrainingDiverged as exc:
-        print(f"ERROR: {exc}")
-        return 3
+        return run_guarded(lambda: _run(args, cfg, device, engine_note, builder))
     finally:
         if tee is not None:
             tee.close()
         lock.release()
+
+
+def _run(args: Any, cfg: Any, device: torch.device, engine_note: str, builder: PartsBuilder) -> int:
+    print(f"Engine: built-in (prometar {__version__}; {engine_note})")
+    print_args(args, cfg)
+    write_config(cfg)
+    print("Collecting env info ...")
+    print("** System info **\n" + _system_info(device) + "\n")
+    announce_device(device)
+    print(f"Loading trainer: {cfg.TRAINER.NAME or 'ProMetaR'}")
+    inputs.reset()
+    trainer = Trainer(cfg, device, builder=builder)
+    if args.eval_only:
+        if not load_for_eval(trainer, args):
+            return 2
+        record_run(args, cfg, "builtin", device)
+        trainer.test()
+        return 0
+    record_run(args, cfg, "builtin", device)
+    if not args.no_train:
+        trainer.train()
+    return 0

@@ -3,7 +3,8 @@
 A seed folder's result is read like ``parse_test_res.py --test-log``: the last ``* accuracy: x%`` after a
 ``=> result`` line.  In a training log (one with progress lines or a ``Finish training`` / ``Finished
 training`` line) only a result printed after the end-of-training line counts, so a crashed run never reports
-a validation accuracy.  :func:`parse_log` is the one place that decides whether a run is finished.
+a validation accuracy.  That rule lives in :mod:`prometar.engine.runlog` (the run folder's "finished" rule);
+``parse_log`` and ``read_run`` are re-exported here.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from importlib import resources
 from typing import Any, Optional, Sequence
 
 from ..data.specs import protocol_datasets
+from ..engine.runlog import END_SIGNALS, RESULT_SIGNAL, LogResult, parse_log, read_run
 from .runs import Cell, mean_std, usable
 
 __all__ = [
@@ -24,78 +26,9 @@ __all__ = [
     "load_published", "paper_average", "ordered", "MIN_AVERAGE_DATASETS", "subdirs", "seed_results", "cell_of",
 ]
 
-END_SIGNALS = ("Finish training", "Finished training")
-RESULT_SIGNAL = "=> result"
 SPLITS = ("train_base", "test_base", "test_new")
 _SEED_RE = re.compile(r"^seed(-?\d+)$")
 _SHOTS_RE = re.compile(r"^shots_(-?\d+)$")
-
-
-# --------------------------------------------------------------------------------------------
-# log parsing
-# --------------------------------------------------------------------------------------------
-@dataclass
-class LogResult:
-    """What one seed folder gave: ``accuracy`` (None if unusable), a status and the log read."""
-
-    accuracy: Optional[float]
-    status: str  # "ok", "no-log", "no-result", "unfinished"
-    path: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.accuracy is not None
-
-
-def parse_log(path: str, keyword: str = "accuracy") -> LogResult:
-    """Parse one Dassl ``log.txt`` (see module doc for the rules)."""
-    if not os.path.isfile(path):
-        return LogResult(None, "no-log", path)
-    regex = re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
-    armed = False
-    training = False
-    end_line = -1
-    value: Optional[float] = None
-    value_line = -1
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
-        for i, raw in enumerate(f):
-            line = raw.strip()
-            if line in END_SIGNALS:
-                training = True
-                end_line = i
-            elif line.startswith("epoch [") and " batch [" in line:
-                training = True
-            if line == RESULT_SIGNAL:
-                armed = True
-            if armed:
-                match = regex.search(line)
-                if match:
-                    try:
-                        value, value_line = float(match.group(1)), i
-                    except ValueError:
-                        pass
-    if training and (end_line < 0 or value_line < end_line):
-        return LogResult(None, "unfinished", path)
-    if value is None:
-        return LogResult(None, "no-result", path)
-    return LogResult(value, "ok", path)
-
-
-def read_run(seed_dir: str, keyword: str = "accuracy") -> LogResult:
-    """Result of one seed folder: ``log.txt``; if it has none, the newest ``log.txt-<time>`` that has
-    one (Dassl writes a re-run's log there when ``log.txt`` exists)."""
-    main = parse_log(os.path.join(seed_dir, "log.txt"), keyword)
-    if main.ok:
-        return main
-    try:
-        extra = sorted((n for n in os.listdir(seed_dir) if n.startswith("log.txt-")), reverse=True)
-    except OSError:
-        extra = []
-    for name in extra:
-        res = parse_log(os.path.join(seed_dir, name), keyword)
-        if res.ok:
-            return res
-    return main
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,13 +11,12 @@ or by older versions) cannot be compared and are used as they are.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-__all__ = ["Cell", "mean_std", "sha256_file", "consistent_seeds", "stale_model", "usable"]
+__all__ = ["Cell", "mean_std", "consistent_seeds", "stale_model", "usable"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]:
@@ -53,15 +52,6 @@ class Cell:
     @property
     def partial(self) -> bool:
         return not set(self.expected) <= set(self.values)
-
-
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _folder(log_path: str) -> str:
@@ -108,7 +98,7 @@ def stale_model(folder: str) -> Optional[str]:
     """Why the accuracy of evaluation folder ``folder`` is not the current model's, or None: the model file its
     last run loaded (recorded in ``provenance.json``) is gone or has other bytes now. None as well when nothing
     was recorded (a training folder, or one written before provenance was kept)."""
-    from ..engine.runfolder import RunFolder
+    from ..engine.runfolder import RunFolder, sha256_file
 
     runs = RunFolder(folder).provenance().get("runs") or []
     model = (runs[-1] or {}).get("model") if runs else None

@@ -45,21 +45,18 @@ class ChangedRuns(RuntimeError):
 
 def model_changed(job: Job) -> Optional[str]:
     """Why the finished evaluation ``job`` did not evaluate the learner file it would load now, or None."""
-    from ..engine.runfolder import RunFolder
-    from ..report.runs import sha256_file
+    from ..engine.runfolder import RunFolder, sha256_file
     from .state import latest_epoch
 
-    epoch = job.load_epoch if job.load_epoch is not None else latest_epoch(job.model_dir)
     runs = RunFolder(job.output_dir).provenance().get("runs") or []
     loaded = (runs[-1] or {}).get("model") if runs else None
     if not loaded or not loaded.get("sha256"):
         return "it has no record of the model file it evaluated (no provenance.json entry)"
+    epoch = job.load_epoch if job.load_epoch is not None else latest_epoch(job.model_dir)
     try:
-        now = RunFolder(job.model_dir).model_checkpoint(epoch) if epoch is not None else None
-    except Exception as exc:  # a checkpoint that no longer verifies: the evaluation fails on its own
-        return f"the model it would load now does not verify ({exc})"
-    if now is None:
-        return f"the model it evaluated is gone from {job.model_dir}"
+        now = RunFolder(job.model_dir).learner_file(epoch)
+    except FileNotFoundError as exc:
+        return f"the model it evaluated is gone ({exc})"
     if sha256_file(now) != loaded["sha256"]:
         return f"the model file it would load now, {now}, is not the one it evaluated"
     return None

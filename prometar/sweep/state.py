@@ -1,10 +1,12 @@
-"""Whether a run folder is finished: the one rule shared by `prometar sweep`, `prometar report` and the scripts.
+"""Whether a run folder is finished, for the shell scripts: a thin command line over
+:class:`prometar.engine.runfolder.RunFolder`, which owns the one rule (shared by `prometar sweep`, `prometar
+report` and the demo).
 
 A run folder (a train.py ``--output-dir``) is *finished* when its ``log.txt`` (or, for a re-run, one of its
-``log.txt-<time>`` files) has a final accuracy as `prometar report` reads it: the last ``* accuracy: x%``
-after a ``=> result`` line, and in a training log only one printed after ``Finish training``. A training run
-that stopped early therefore is not finished; re-running the same train.py command resumes it from its last
-saved epoch (both engines resume from the checkpoint in the output folder).
+``log.txt-<time>`` files) has a final accuracy: the last ``* accuracy: x%`` after a ``=> result`` line, and in a
+training log only one printed after ``Finish training`` (:mod:`prometar.engine.runlog`). A training run that
+stopped early therefore is not finished; re-running the same train.py command resumes it from its last
+complete epoch (both engines checkpoint every epoch).
 
 Command line (used by the shell scripts; no torch import, so it is quick)::
 
@@ -16,8 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from typing import List, Optional, Sequence
+
+from ..engine.runfolder import RunFolder, RunState
 
 __all__ = ["RunState", "run_state", "is_finished", "latest_epoch", "checkpoint_file", "main"]
 
@@ -26,23 +29,9 @@ PREFERRED_PART = "VLPromptLearner"
 CHECKPOINT_PREFIX = "model.pth.tar-"
 
 
-@dataclass
-class RunState:
-    """What a run folder holds: ``finished``, the final ``accuracy`` (None unless finished), the report's
-    ``status`` ("ok", "no-log", "no-result", "unfinished") and the ``log`` file it was read from."""
-
-    finished: bool
-    accuracy: Optional[float]
-    status: str
-    log: str
-
-
 def run_state(output_dir: str, keyword: str = "accuracy") -> RunState:
-    """Read ``output_dir`` with the report's log rule (:func:`prometar.report.read_run`)."""
-    from ..report import read_run  # imported here: report may import this module
-
-    res = read_run(os.fspath(output_dir), keyword)
-    return RunState(res.ok, res.accuracy, res.status, res.path)
+    """``RunFolder(output_dir).state()``: finished, accuracy, status and the log read."""
+    return RunFolder(os.fspath(output_dir)).state(keyword)
 
 
 def is_finished(output_dir: str) -> bool:
