@@ -1,9 +1,6 @@
-"""Report over synthetic Dassl logs, and the bash scripts driven by a fake python."""
+"""Report over synthetic Dassl logs (the scripts and sweeps that write real ones: tests/test_protocols_sweep.py)."""
 import csv
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -140,94 +137,6 @@ def test_published_numbers():
         assert harmonic_mean(v["base"], v["new"]) == pytest.approx(v["hm"], abs=0.02), name
 
 
-# ---------------------------------------------------------------- scripts (fake python)
-FAKE_PY = r"""#!/usr/bin/env bash
-echo "$*" >> "$FAKE_LOG"
-if [ "$1" = "-m" ]; then exec "$REAL_PY" "$@"; fi
-out=""; eval_only=0; prev=""
-for a in "$@"; do
-  [ "$prev" = "--output-dir" ] && out=$a
-  [ "$a" = "--eval-only" ] && eval_only=1
-  prev=$a
-done
-mkdir -p "$out"
-if [ "$eval_only" = 0 ]; then
-  mkdir -p "$out/VLPromptLearner"
-  echo model.pth.tar-10 > "$out/VLPromptLearner/checkpoint"
-  touch "$out/VLPromptLearner/model.pth.tar-10"
-  printf 'epoch [1/10] batch [1/1] time 0.1 (0.1)\nFinish training\n' > "$out/log.txt"
-fi
-printf '=> result\n* accuracy: 80.0%%\n' >> "$out/log.txt"
-"""
-
-
-@pytest.fixture
-def fake_env(tmp_path):
-    if shutil.which("bash") is None:
-        pytest.skip("bash not available")
-    fake = tmp_path / "fakepy.sh"
-    fake.write_text(FAKE_PY)
-    env = dict(os.environ, PYTHON=f"bash {fake}", FAKE_LOG=str(tmp_path / "calls.txt"), REAL_PY=sys.executable,
-               DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "out"))
-    return env, tmp_path
-
-
-def _sh(env, *args):
-    return subprocess.run(["bash", os.path.join(REPO, "scripts", args[0]), *args[1:]], env=env,
-                          capture_output=True, text=True, timeout=60)
-
-
-def test_base2new_scripts(fake_env):
-    env, tmp = fake_env
-    r = _sh(env, "base2new_test.sh", "eurosat", "1", "new")
-    assert r.returncode != 0 and "base2new_train.sh eurosat 1" in r.stderr  # nothing trained yet
-    r = _sh(env, "base2new_train.sh", "eurosat", "1", "OPTIM.MAX_EPOCH", "10")
-    assert r.returncode == 0, r.stderr
-    train_dir = tmp / "out/base2new/train_base/eurosat/shots_16/ProMetaR" / CFG / "seed1"
-    assert (train_dir / "log.txt").exists()
-    call = (tmp / "calls.txt").read_text().splitlines()[-1]
-    assert call.startswith("train.py --root " + str(tmp / "data") + " --seed 1 --trainer ProMetaR")
-    assert f"--config-file configs/trainers/ProMetaR/{CFG}.yaml --output-dir {train_dir}" in call
-    assert call.endswith("OPTIM.MAX_EPOCH 10 DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base")
-    r = _sh(env, "base2new_train.sh", "eurosat", "1")
-    assert r.returncode == 0 and "Skip" in r.stdout
-    r = _sh(env, "base2new_test.sh", "eurosat", "1", "new")
-    assert r.returncode == 0, r.stderr
-    call = (tmp / "calls.txt").read_text().splitlines()[-1]
-    test_dir = tmp / "out/base2new/test_new/eurosat/shots_16/ProMetaR" / CFG / "seed1"
-    assert f"--output-dir {test_dir} --model-dir {train_dir} --load-epoch 10 --eval-only" in call
-    assert call.endswith("DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES new")
-    assert "Skip" in _sh(env, "base2new_test.sh", "eurosat", "1", "new").stdout
-    r = _sh(env, "base2new_train.sh", "no_such_dataset", "1")
-    assert r.returncode != 0 and "configs/datasets/no_such_dataset.yaml" in r.stderr
-
-
-def test_xd_scripts(fake_env):
-    env, tmp = fake_env
-    env = dict(env, LOADEP="10")
-    assert _sh(env, "xd_train.sh", "2").returncode == 0
-    model_dir = tmp / "out/imagenet/ProMetaR" / f"{CFG}_16shots" / "seed2"
-    assert (model_dir / "VLPromptLearner/model.pth.tar-10").exists()
-    r = _sh(env, "xd_test.sh", "imagenet_a", "2")
-    assert r.returncode == 0, r.stderr
-    call = (tmp / "calls.txt").read_text().splitlines()[-1]
-    out_dir = tmp / "out/evaluation/ProMetaR" / f"{CFG}_16shots" / "imagenet_a" / "seed2"
-    assert f"--output-dir {out_dir} --model-dir {model_dir} --load-epoch 10 --eval-only" in call
-    assert "NUM_SHOTS" not in call and call.endswith("DATASET.SUBSAMPLE_CLASSES all")
-
-
-def test_base2new_all(fake_env):
-    env, tmp = fake_env
-    env = dict(env, DATASETS="eurosat dtd", SEEDS="1")
-    r = _sh(env, "base2new_all.sh")
-    assert r.returncode == 0, r.stderr
-    assert os.path.isfile(tmp / "out" / "report.md") and "EuroSAT" in r.stdout
-    n_calls = len((tmp / "calls.txt").read_text().splitlines())
-    assert n_calls == 5  # 2 train + 2 test + report
-    r = _sh(env, "base2new_all.sh")
-    assert r.stdout.count("Skip") == 4
-
-
 # ---------------------------------------------------------------- what the report shows (issue: a sweep's report)
 def _one_seed_one_dataset(root):
     _put(root, "train_base", "eurosat", 1, _log(90.5, train=True))
@@ -330,3 +239,115 @@ def test_base_new_plot_and_training_curves(tmp_path):
     assert len(fig.axes) == 2
     labels = [t.get_text() for t in fig.axes[0].texts]
     assert any(t.startswith("HM ") for t in labels) and "EuroSAT" in labels  # iso-curve labels, dataset points
+
+
+# ---------------------------------------------------------------- what is averaged (issue #21)
+def _config(folder, lr, seed):
+    with open(os.path.join(folder, "config.yaml"), "w") as f:
+        f.write(f"OPTIM:\n  LR: {lr}\nSEED: {seed}\nOUTPUT_DIR: {folder}\n")
+
+
+def test_hm_uses_only_the_seeds_having_both_halves(tmp_path):
+    root = str(tmp_path / "output")
+    base, new = {1: 90.0, 2: 80.0, 3: 50.0}, {1: 70.0, 2: 60.0}
+    for s, b in base.items():
+        _put(root, "train_base", "eurosat", s, _log(b, train=True))
+    for s, n in new.items():
+        _put(root, "test_new", "eurosat", s, _log(n))
+    assert report_main([root, "--no-plot"]) == 0
+    [row] = [r for r in csv.DictReader(open(os.path.join(root, "report.csv"))) if r["dataset"] == "eurosat"]
+    assert float(row["base_mean"]) == pytest.approx(220 / 3, abs=1e-4) and row["base_n"] == "3"
+    assert float(row["hm"]) == pytest.approx(harmonic_mean(85.0, 65.0), abs=1e-4)  # seeds 1 and 2 only
+    assert row["partial"] == "1"
+    md = open(os.path.join(root, "report.md")).read()
+    assert "eurosat seed3 new: run missing" in md and "HM over the 2 seed(s) having both" in md
+
+
+def test_a_cell_never_mixes_configs_nor_a_replaced_model(tmp_path):
+    from prometar.engine.runfolder import sha256_file
+
+    root = str(tmp_path / "output")
+    dirs = {}
+    for s, (b, lr) in {1: (90.0, 0.0025), 2: (92.0, 0.0025), 3: (10.0, 0.01)}.items():
+        dirs[s] = _put(root, "train_base", "eurosat", s, _log(b, train=True))
+        _config(dirs[s], lr, s)
+        os.makedirs(os.path.join(dirs[s], "VLPromptLearner"))
+        with open(os.path.join(dirs[s], "VLPromptLearner", "model.pth.tar-10"), "w") as f:
+            f.write(f"model of seed {s}")
+        test = _put(root, "test_new", "eurosat", s, _log(70.0 + s))
+        model = os.path.join(dirs[s], "VLPromptLearner", "model.pth.tar-10")
+        with open(os.path.join(test, "provenance.json"), "w") as f:
+            f.write('{"runs": [{"model": {"dir": "%s", "epoch": 10, "file": "%s", "sha256": "%s"}}]}'
+                    % (dirs[s], model, sha256_file(model)))
+    with open(os.path.join(dirs[2], "VLPromptLearner", "model.pth.tar-10"), "w") as f:
+        f.write("retrained after the evaluation")
+    assert report_main([root, "--no-plot"]) == 0
+    [row] = [r for r in csv.DictReader(open(os.path.join(root, "report.csv"))) if r["dataset"] == "eurosat"]
+    assert row["base_n"] == "2" and float(row["base_mean"]) == pytest.approx(91.0, abs=1e-4)  # seed 3 left out
+    assert row["new_n"] == "2" and float(row["new_mean"]) == pytest.approx((71.0 + 73.0) / 2, abs=1e-4)
+    assert float(row["hm"]) == pytest.approx(harmonic_mean(90.0, 71.0), abs=1e-4)  # only seed 1 has both
+    md = open(os.path.join(root, "report.md")).read()
+    assert f"eurosat base seed3: left out, made with another config than seed1 ({dirs[3]} vs {dirs[1]}: " \
+           f"OPTIM.LR: 0.0025 -> 0.01)" in md
+    assert "eurosat new seed2: left out, the model file it evaluated" in md and "has been replaced since" in md
+
+
+def _xd_tree(root):
+    def put(path, acc, train=False):
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "log.txt"), "w") as f:
+            f.write(_log(acc, train=train))
+    tag = f"{CFG}_16shots"
+    acc = {}
+    for s in (1, 2):
+        put(os.path.join(root, "imagenet", "ProMetaR", tag, f"seed{s}"), 70.0 + s, train=True)
+        for i, t in enumerate(("imagenet_r", "eurosat", "caltech101", "imagenetv2")):
+            if (t, s) == ("eurosat", 2):
+                continue  # a missing seed: shown with n=1 and listed
+            acc[(t, s)] = 40.0 + 10 * i + s
+            put(os.path.join(root, "evaluation", "ProMetaR", tag, t, f"seed{s}"), acc[(t, s)])
+    return acc
+
+
+def test_xd_report_has_the_two_paper_tables(tmp_path):
+    from prometar.report.xd import scan_xd, xd_tables
+
+    root = str(tmp_path / "output")
+    acc = _xd_tree(root)
+    assert report_main([root]) == 0
+    tables = {key: (header, rows) for key, _, header, rows in xd_tables(scan_xd(root))}
+    header, [row] = tables["cross_dataset"]
+    assert header == ["Method", "Source: ImageNet", "Caltech101", "EuroSAT", "Average"]  # the paper's order
+    assert row[1] == "71.50 ± 0.50" and row[3] == f"{acc[('eurosat', 1)]:.2f} (n=1)†"
+    caltech = (acc[("caltech101", 1)] + acc[("caltech101", 2)]) / 2
+    assert row[4] == f"{(caltech + acc[('eurosat', 1)]) / 2:.2f} (2 of 10)‡"
+    header, [row] = tables["domain_generalisation"]
+    assert header == ["Method", "Source: ImageNet", "ImageNet-V2", "ImageNet-R", "Average"]
+    rows = {(r["table"], r["dataset"]): r for r in csv.DictReader(open(os.path.join(root, "report.csv")))}
+    assert float(rows[("domain_generalisation", "imagenet_r")]["accuracy_mean"]) == 40.0 + 1.5
+    assert rows[("cross_dataset", "eurosat")]["accuracy_n"] == "1" and rows[("cross_dataset", "eurosat")]["partial"] == "1"
+    md = open(os.path.join(root, "report.md")).read()
+    assert "eurosat seed2: run missing" in md and "(report_xd.png)" in md
+    assert os.path.getsize(os.path.join(root, "report_xd.png")) > 0
+
+
+def test_fewshot_report_table_and_average(tmp_path):
+    from prometar.report.fewshot import fewshot_table, scan_fewshot
+
+    root = str(tmp_path / "output")
+    for d, offset in (("eurosat", 0.0), ("dtd", 10.0)):
+        for k in (1, 2, 4):
+            if (d, k) == ("dtd", 4):
+                continue
+            for s in (1, 2):
+                path = os.path.join(root, "fewshot", d, "ProMetaR", f"{CFG}_{k}shots", f"seed{s}")
+                os.makedirs(path)
+                with open(os.path.join(path, "log.txt"), "w") as f:
+                    f.write(_log(30.0 + 5 * k + offset + s, train=True))
+    assert report_main([root]) == 0
+    [method] = scan_fewshot(root)
+    header, rows = fewshot_table(method)
+    assert header == ["Dataset", "1 shot", "2 shots", "4 shots"]
+    assert rows[0] == ["DTD", "46.50 ± 0.50", "51.50 ± 0.50", "—"]
+    assert rows[-1] == ["Average", "41.50", "46.50", "51.50 (1 ds)‡"]  # dtd has no 4-shot run
+    assert os.path.getsize(os.path.join(root, "report_fewshot.png")) > 0

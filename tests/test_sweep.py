@@ -1,6 +1,7 @@
-"""`prometar sweep`: job lists, the shared "finished" rule, the scheduler (fake jobs), and real 2-dataset x 2-seed
-base-to-new sweeps (tiny CLIP, generated datasets) on local workers, submitit's local executor and a real
-one-node Slurm cluster, each checked against the same jobs run one by one."""
+"""`prometar sweep`: job lists, the shared "finished" rule, the scheduler and the never-stale plan (a fake
+train.py), and real 1-dataset x 2-seed base-to-new sweeps (small CLIP, generated data) on local workers,
+submitit's local executor and a real one-node Slurm cluster, each checked against the same jobs run one by one
+(the protocols' outcomes are in tests/test_protocols_sweep.py)."""
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from prometar.cli import train_main
 from prometar.sweep.backends import LocalBackend, threads_per_job
 from prometar.sweep.cli import sweep_main
 from prometar.sweep.fresh import ChangedRuns
-from prometar.sweep.jobs import ExtraClash, Launcher, SweepSpec, build_jobs, default_launcher
+from prometar.sweep.jobs import ExtraClash, Launcher, SweepSpec, build_jobs, default_launcher, job_config
 from prometar.sweep.runner import Progress, Sweep, format_duration
 from prometar.sweep.state import checkpoint_file, is_finished, latest_epoch, run_state
 
@@ -62,6 +63,19 @@ def test_base2new_jobs_are_the_scripts_calls(tmp_path):
     assert [j.phase for j in only_test] == ["xd_test"] and only_test[0].depends_on == []
     assert "--load-epoch" in only_test[0].train_args() and "10" in only_test[0].train_args()
 
+    few = build_jobs(SweepSpec(protocol="fewshot", data="d", output=str(tmp_path / "o"), datasets=["dtd"], seeds=[3]),
+                     launcher)
+    assert [j.output_dir for j in few] == [str(tmp_path / f"o/fewshot/dtd/ProMetaR/{CFG}_{k}shots/seed3")
+                                           for k in (1, 2, 4, 8, 16)]  # CoOp's few-shot layout, under fewshot/
+    assert few[0].tail == ["DATASET.NUM_SHOTS", "1", "DATASET.SUBSAMPLE_CLASSES", "all"] and not few[0].eval_only
+    with pytest.raises(ValueError, match="no evaluation jobs"):
+        build_jobs(SweepSpec(protocol="fewshot", data="d", phase="test"), launcher)
+    # a job's identity is its full config, merged as train.py merges it
+    [cfg_job, _] = build_jobs(SweepSpec(data="d", datasets=["eurosat"], seeds=[2], shots=4,
+                                        extra=["--engine", "builtin", "OPTIM.LR", "0.5"]), launcher)
+    cfg = job_config(cfg_job, launcher.cwd)
+    assert (cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS, cfg.DATASET.SUBSAMPLE_CLASSES, cfg.SEED) == ("EuroSAT", 4, "base", 2)
+    assert cfg.OPTIM.LR == 0.5 and cfg.OUTPUT_DIR == cfg_job.output_dir and cfg.TRAINER.PROMETAR.N_CTX_TEXT == 4
     with pytest.raises(FileNotFoundError, match="configs/datasets/no_such.yaml"):
         build_jobs(SweepSpec(data="d", datasets=["no_such"]), launcher)
     with pytest.raises(ValueError, match="duplicate jobs"):
@@ -349,8 +363,7 @@ KILLED = f"base2new/train_base/eurosat/shots_4/ProMetaR/{CFG}/seed2"  # the job 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, small_clip_path):
     root = tmp_path_factory.mktemp("sweep_data")
-    for name in ("EuroSAT", "DescribableTextures"):
-        make_fake_dataset(name, str(root), n_classes=6, n_per_class=12, image_size=40)
+    make_fake_dataset("EuroSAT", str(root), n_classes=6, n_per_class=12, image_size=40)
     extra = ["--engine", "builtin", "--device", "cpu", "MODEL.BACKBONE.NAME", str(small_clip_path),
              "INPUT.SIZE", "(32, 32)", "TRAINER.PROMETAR.PREC", "fp32", "TRAINER.PROMETAR.PROMPT_DEPTH_TEXT", "2",
              "TRAINER.PROMETAR.PROMPT_DEPTH_VISION", "2", "OPTIM.MAX_EPOCH", str(EPOCHS), "OPTIM_VNET.MAX_EPOCH",
@@ -359,17 +372,17 @@ def setup(tmp_path_factory, small_clip_path):
 
 
 def _sweep_argv(setup, out, *flags):
-    return ["base2new", "--data", setup["data"], "--output", str(out), "--datasets", "eurosat", "dtd", "--seeds",
+    return ["base2new", "--data", setup["data"], "--output", str(out), "--datasets", "eurosat", "--seeds",
             "1", "2", "--shots", "4", "--threads", "1", "--no-report", "--progress-interval", "600", *flags, "--",
             *setup["extra"]]
 
 
 @pytest.fixture(scope="module")
 def reference(setup, tmp_path_factory):
-    """The same 8 jobs run one by one, in this process, through train.py's entry point."""
+    """The same 4 jobs run one by one, in this process, through train.py's entry point."""
     out = tmp_path_factory.mktemp("one_by_one")
     launcher = default_launcher()
-    jobs = build_jobs(SweepSpec(data=setup["data"], output=str(out), datasets=["eurosat", "dtd"], seeds=[1, 2],
+    jobs = build_jobs(SweepSpec(data=setup["data"], output=str(out), datasets=["eurosat"], seeds=[1, 2],
                                 shots=4, extra=setup["extra"]), launcher)
     cwd = os.getcwd()
     os.chdir(launcher.cwd)
@@ -394,7 +407,7 @@ def _results(out):
 
 def _assert_same(out, reference):
     got = _results(out)
-    assert sorted(got) == sorted(reference) and len(got) == 8
+    assert sorted(got) == sorted(reference) and len(got) == 4
     for run, (acc, ckpts) in reference.items():
         assert got[run][0] == acc, run
         assert sorted(got[run][1]) == sorted(ckpts) and (ckpts or "test_new" in run), run
@@ -454,14 +467,14 @@ def test_local_workers_equal_one_by_one_and_a_killed_worker_resumes(setup, refer
     summary = _summary(out)
     assert summary[KILLED]["state"] == "failed" and "killed by signal 9" in summary[KILLED]["error"]
     assert summary[KILLED.replace("train_base", "test_new")]["state"] == "blocked"
-    assert sum(j["state"] == "done" for j in summary.values()) == 6
+    assert sum(j["state"] == "done" for j in summary.values()) == 2
     printed = capsys.readouterr().out
     assert "Failed jobs (1):" in printed and f"log: {out / KILLED / 'log.txt'}" in printed
     first_logs = _logs(out)
 
     assert sweep_main(_sweep_argv(setup, out, "--workers", "2")) == 0
     summary = _summary(out)
-    assert sum(j["state"] == "skipped" for j in summary.values()) == 6
+    assert sum(j["state"] == "skipped" for j in summary.values()) == 2
     assert sum(j["state"] == "done" for j in summary.values()) == 2
     _rerun_resumes(out, first_logs)
     _assert_same(out, reference)
@@ -515,13 +528,13 @@ def test_real_slurm_cancel_one_task_then_rerun_equals_one_by_one(slurm_cluster, 
     assert box.get("done") and not box["finished_before"] and "_" in cancelled["id"]  # an array task
     summary = _summary(out)
     assert summary[KILLED]["state"] == "failed" and summary[KILLED]["backend_id"] == cancelled["id"]
-    assert sum(j["state"] == "done" for j in summary.values()) == 6
+    assert sum(j["state"] == "done" for j in summary.values()) == 2
     assert "Failed jobs (1):" in capsys.readouterr().out
     first_logs = _logs(out)
 
     assert sweep_main(_sweep_argv(setup, out, *flags)) == 0
     summary = _summary(out)
-    assert sum(j["state"] == "skipped" for j in summary.values()) == 6
+    assert sum(j["state"] == "skipped" for j in summary.values()) == 2
     assert all(j["backend_id"] for j in summary.values())  # Slurm ids (a one-job level is a plain job)
     _rerun_resumes(out, first_logs)
     _assert_same(out, reference)
