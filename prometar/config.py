@@ -15,6 +15,7 @@ Public API:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
@@ -191,93 +192,95 @@ def _dassl_trainer_blocks() -> dict[str, dict[str, Any]]:
     }
 
 
+#: Dassl v0.6.3's top-level defaults (its ``get_cfg_default()``), except ``OPTIM`` and ``TRAINER`` (below).
+DASSL_DEFAULTS: dict[str, Any] = {
+    "VERSION": 1,
+    "OUTPUT_DIR": "./output",
+    "RESUME": "",
+    "SEED": -1,
+    "USE_CUDA": True,
+    "VERBOSE": True,
+    "INPUT": {
+        "SIZE": (224, 224),
+        "INTERPOLATION": "bilinear",
+        "TRANSFORMS": (),
+        "NO_TRANSFORM": False,
+        "PIXEL_MEAN": [0.485, 0.456, 0.406],
+        "PIXEL_STD": [0.229, 0.224, 0.225],
+        "CROP_PADDING": 4,
+        "RRCROP_SCALE": (0.08, 1.0),
+        "CUTOUT_N": 1,
+        "CUTOUT_LEN": 16,
+        "GN_MEAN": 0.0,
+        "GN_STD": 0.15,
+        "RANDAUGMENT_N": 2,
+        "RANDAUGMENT_M": 10,
+        "COLORJITTER_B": 0.4,
+        "COLORJITTER_C": 0.4,
+        "COLORJITTER_S": 0.4,
+        "COLORJITTER_H": 0.1,
+        "RGS_P": 0.2,
+        "GB_P": 0.5,
+        "GB_K": 21,
+    },
+    "DATASET": {
+        "ROOT": "",
+        "NAME": "",
+        "SOURCE_DOMAINS": (),
+        "TARGET_DOMAINS": (),
+        "NUM_LABELED": -1,
+        "NUM_SHOTS": -1,
+        "VAL_PERCENT": 0.1,
+        "STL10_FOLD": -1,
+        "CIFAR_C_TYPE": "",
+        "CIFAR_C_LEVEL": 1,
+        "ALL_AS_UNLABELED": False,
+    },
+    "DATALOADER": {
+        "NUM_WORKERS": 4,
+        "K_TRANSFORMS": 1,
+        "RETURN_IMG0": False,
+        "TRAIN_X": {
+            "SAMPLER": "RandomSampler",
+            "BATCH_SIZE": 32,
+            "N_DOMAIN": 0,
+            "N_INS": 16,
+        },
+        "TRAIN_U": {
+            "SAME_AS_X": True,
+            "SAMPLER": "RandomSampler",
+            "BATCH_SIZE": 32,
+            "N_DOMAIN": 0,
+            "N_INS": 16,
+        },
+        "TEST": {"SAMPLER": "SequentialSampler", "BATCH_SIZE": 32},
+    },
+    "MODEL": {
+        "INIT_WEIGHTS": "",
+        "BACKBONE": {"NAME": "", "PRETRAINED": True},
+        "HEAD": {
+            "NAME": "",
+            "HIDDEN_LAYERS": (),
+            "ACTIVATION": "relu",
+            "BN": True,
+            "DROPOUT": 0.0,
+        },
+    },
+    "TRAIN": {"CHECKPOINT_FREQ": 0, "PRINT_FREQ": 10, "COUNT_ITER": "train_x"},
+    "TEST": {
+        "EVALUATOR": "Classification",
+        "PER_CLASS_RESULT": False,
+        "COMPUTE_CMAT": False,
+        "NO_TEST": False,
+        "SPLIT": "test",
+        "FINAL_MODEL": "last_step",  # or best_val
+    },
+}
+
+
 def get_cfg_default() -> CN:
     """Return a fresh config tree holding every key of Dassl v0.6.3's ``get_cfg_default()``."""
-    cfg = _node(
-        {
-            "VERSION": 1,
-            "OUTPUT_DIR": "./output",
-            "RESUME": "",
-            "SEED": -1,
-            "USE_CUDA": True,
-            "VERBOSE": True,
-            "INPUT": {
-                "SIZE": (224, 224),
-                "INTERPOLATION": "bilinear",
-                "TRANSFORMS": (),
-                "NO_TRANSFORM": False,
-                "PIXEL_MEAN": [0.485, 0.456, 0.406],
-                "PIXEL_STD": [0.229, 0.224, 0.225],
-                "CROP_PADDING": 4,
-                "RRCROP_SCALE": (0.08, 1.0),
-                "CUTOUT_N": 1,
-                "CUTOUT_LEN": 16,
-                "GN_MEAN": 0.0,
-                "GN_STD": 0.15,
-                "RANDAUGMENT_N": 2,
-                "RANDAUGMENT_M": 10,
-                "COLORJITTER_B": 0.4,
-                "COLORJITTER_C": 0.4,
-                "COLORJITTER_S": 0.4,
-                "COLORJITTER_H": 0.1,
-                "RGS_P": 0.2,
-                "GB_P": 0.5,
-                "GB_K": 21,
-            },
-            "DATASET": {
-                "ROOT": "",
-                "NAME": "",
-                "SOURCE_DOMAINS": (),
-                "TARGET_DOMAINS": (),
-                "NUM_LABELED": -1,
-                "NUM_SHOTS": -1,
-                "VAL_PERCENT": 0.1,
-                "STL10_FOLD": -1,
-                "CIFAR_C_TYPE": "",
-                "CIFAR_C_LEVEL": 1,
-                "ALL_AS_UNLABELED": False,
-            },
-            "DATALOADER": {
-                "NUM_WORKERS": 4,
-                "K_TRANSFORMS": 1,
-                "RETURN_IMG0": False,
-                "TRAIN_X": {
-                    "SAMPLER": "RandomSampler",
-                    "BATCH_SIZE": 32,
-                    "N_DOMAIN": 0,
-                    "N_INS": 16,
-                },
-                "TRAIN_U": {
-                    "SAME_AS_X": True,
-                    "SAMPLER": "RandomSampler",
-                    "BATCH_SIZE": 32,
-                    "N_DOMAIN": 0,
-                    "N_INS": 16,
-                },
-                "TEST": {"SAMPLER": "SequentialSampler", "BATCH_SIZE": 32},
-            },
-            "MODEL": {
-                "INIT_WEIGHTS": "",
-                "BACKBONE": {"NAME": "", "PRETRAINED": True},
-                "HEAD": {
-                    "NAME": "",
-                    "HIDDEN_LAYERS": (),
-                    "ACTIVATION": "relu",
-                    "BN": True,
-                    "DROPOUT": 0.0,
-                },
-            },
-            "TRAIN": {"CHECKPOINT_FREQ": 0, "PRINT_FREQ": 10, "COUNT_ITER": "train_x"},
-            "TEST": {
-                "EVALUATOR": "Classification",
-                "PER_CLASS_RESULT": False,
-                "COMPUTE_CMAT": False,
-                "NO_TEST": False,
-                "SPLIT": "test",
-                "FINAL_MODEL": "last_step",  # or best_val
-            },
-        }
-    )
+    cfg = _node(copy.deepcopy(DASSL_DEFAULTS))
     cfg.OPTIM = get_optim_default()
     cfg.TRAINER = CN()
     cfg.TRAINER.NAME = ""

@@ -139,3 +139,14 @@ def test_build_dataset_with_cfg(dtd_root):
     ds = build_dataset(cfg)
     assert ds.num_classes == 3 and len(ds.classnames) == 3
     assert len(ds.train_x) == 2 + 2 + 1 and len(ds.val) == 1 + 2 + 1
+
+
+def test_capped_shots_warning_counts_only_the_classes_used(tmp_path, capsys):
+    """NUM_SHOTS above a class's training images: the warning names the classes of THIS run (the base half of a
+    base run), not every class of the dataset."""
+    make_fake_dataset("DescribableTextures", str(tmp_path), n_classes=4, n_per_class=[20, 20, 20, 5])
+    build_lists("DescribableTextures", str(tmp_path), num_shots=8, seed=1, subsample="base")
+    assert "Warning: DATASET.NUM_SHOTS" not in capsys.readouterr().out  # the short class is a new class
+    build_lists("DescribableTextures", str(tmp_path), num_shots=8, seed=1, subsample="new")
+    out = capsys.readouterr().out
+    assert "but 1 of 2 classes have fewer training images" in out

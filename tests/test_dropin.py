@@ -5,6 +5,7 @@ The miniature host is generated in a temporary folder: a `clip/` package made fr
 `build_model(state_dict, design_details)` (as MaPLe / PromptSRC / the official code have it), its own
 dataset, and its own Dassl trainer that builds its CLIP through that fork.
 """
+import json
 import os
 import subprocess
 import sys
@@ -421,6 +422,10 @@ dassl_needed = pytest.mark.skipif(
 def test_host_with_clip_fork_trains_both_trainers_in_one_process(tmp_path, tiny_clip_path):
     """The host's trainer keeps its fork, ProMetaR gets OpenAI's CLIP; both train an epoch in one process."""
     host = make_host(tmp_path)
+    git = ["git", "-C", str(host), "-c", "user.email=host@example.com", "-c", "user.name=host"]
+    for step in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "host checkout"]):
+        subprocess.run(git + step, check=True, capture_output=True)
+    host_commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     res = _run_host(host, "HostVP,ProMetaR,HostVP", tiny_clip_path)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
@@ -431,6 +436,12 @@ def test_host_with_clip_fork_trains_both_trainers_in_one_process(tmp_path, tiny_
     assert f"import clip after both: {host / 'clip' / '__init__.py'} True" in out
     assert (tmp_path / "out" / "1_ProMetaR" / "VLPromptLearner" / "model.pth.tar-1").is_file()
     assert (tmp_path / "out" / "2_HostVP" / "probe" / "model.pth.tar-1").is_file()
+    # driven by the host's own train.py, the trainer itself locks, writes config.yaml and records provenance
+    run = tmp_path / "out" / "1_ProMetaR"
+    assert (run / ".lock").is_file() and (run / "config.yaml").is_file() and (run / "manifest-1.json").is_file()
+    record = json.loads((run / "provenance.json").read_text())["runs"][-1]
+    assert record["host_git"] == host_commit and record["engine"] == "dassl" and record["model"] is None
+    assert record["argv"][0] == "train.py" and record["inputs"] == {}  # the host's own dataset reader
 
 
 @dassl_needed

@@ -456,7 +456,9 @@ def test_payload_via_dassl_runner_and_dassl_loaders(data_root, small_clip_path, 
     try:
         dassl_trainer.SimpleTrainer.train = lambda self: seen.append(
             dassl_trainer.load_checkpoint is not originals[2] and torchtools.load_checkpoint is not originals[0])
-        cls.train(cls.__new__(cls))
+        bare = cls.__new__(cls)
+        bare.run_folder_managed = True  # as prometar's runner builds it (no run folder to lock here)
+        cls.train(bare)
     finally:
         dassl_trainer.SimpleTrainer.train = original_train
     assert seen == [True] and torchtools.load_checkpoint is originals[0]

@@ -88,7 +88,9 @@ def _build(cfg: Any, device: Any) -> Any:
     cls = get_trainer_class()
     if cfg.TRAINER.NAME in TRAINER_REGISTRY.registered_names() and TRAINER_REGISTRY.get(cfg.TRAINER.NAME) is cls:
         print(f"Loading trainer: {cfg.TRAINER.NAME}")
-        return cls(cfg, device=device)
+        trainer = cls(cfg, device=device)
+        trainer.run_folder_managed = True  # this runner locks, checks and records the run folder
+        return trainer
     return build_trainer(cfg)
 
 
@@ -98,8 +100,6 @@ def _run(args: Any, cfg: Any, device: Any) -> int:
     from dassl.utils import collect_env_info
 
     from . import register
-    from ..data import inputs
-    from ..engine.parts import announce_device
     from ..engine.runner import load_for_eval, print_args, record_run, write_config
 
     print(f"Engine: Dassl {getattr(dassl, '__version__', '?')}")
@@ -112,7 +112,6 @@ def _run(args: Any, cfg: Any, device: Any) -> int:
     write_config(cfg)
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
-    inputs.reset()
     trainer = _build(cfg, device)
     if getattr(args, "eval_only", False):
         if not load_for_eval(trainer, args):

@@ -20,16 +20,21 @@ trains, Dassl's own ``load_checkpoint`` goes through :func:`prometar.engine.safe
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+import sys
+from typing import Any, Iterator, Optional
 
 import torch
 from dassl.engine import TrainerX
 
 from ..build import MODEL_NAME, MODULATOR_NAME, build_trainer_parts, load_learner_state, load_trained_weights
 from ..config import PROMETAR_DEFAULTS, ConfigKeyError
+from ..data import inputs
 from ..engine.epochs import EpochCheckpoints, TrainingDiverged
 from ..engine.history import record_epoch
 from ..engine.parts import announce_device
+from ..engine.runfolder import RunFolder, run_record
+from ..engine.runner import model_record, write_config
 from ..engine.safe_load import dassl_loads_safely
 
 __all__ = ["ProMetaR", "check_trainer_cfg"]
@@ -61,8 +66,13 @@ class ProMetaR(TrainerX):
     ``USE_CUDA``, else CPU).  Losses logged per batch: ``ce``, ``reg_text``, ``reg_image``, ``meta_loss``,
     ``gate`` (mean modulator gate) and ``meta`` (1 when the meta step ran)."""
 
+    #: True when prometar's runner drives this trainer (it locks, checks and records the run folder). A host
+    #: repository's own train.py (CoOp, MaPLe, ...) leaves it False, and the trainer does those steps itself.
+    run_folder_managed = False
+
     def __init__(self, cfg: Any, device: Optional[torch.device] = None):
         self._device_request = device
+        self._training = False
         super().__init__(cfg)
 
     def check_cfg(self, cfg: Any) -> None:
@@ -76,6 +86,7 @@ class ProMetaR(TrainerX):
 
         if self._device_request is not None:  # Dassl's __init__ chose by USE_CUDA just before this call
             self.device = self._device_request
+        inputs.reset()  # the split and few-shot files this run reads, for its provenance
         dm = DataManager(self.cfg, dataset_wrapper=get_dataset_wrapper())
         self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
         self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
@@ -158,10 +169,41 @@ class ProMetaR(TrainerX):
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
         """CoOp-family loading of ``<directory>/<name>/model-best.pth.tar`` or ``model.pth.tar-<epoch>``, checked
         against the folder's manifest, strict and without running code from the files
-        (``prometar.build.load_trained_weights``; official IVLP / PromptSRC / ProMetaR files load too)."""
+        (``prometar.build.load_trained_weights``; official IVLP / PromptSRC / ProMetaR files load too). Driven by a
+        host's train.py (``--eval-only``), the folder's config is checked first and the run's provenance recorded."""
+        own_eval = not self.run_folder_managed and not self._training and bool(directory)
+        if own_eval:
+            RunFolder(directory).check(self.cfg, "evaluate")
         load_trained_weights(self.model, self.modulator, directory, epoch, map_location=self.device)
+        if own_eval:
+            record = run_record(self.cfg, sys.argv, "dassl", self.device, inputs.digests(),
+                                model_record(directory, epoch))
+            RunFolder(self.output_dir).add_provenance(record)
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
-        """Dassl's loop, with Dassl's own ``load_checkpoint`` routed through the safe loader while it runs."""
-        with dassl_loads_safely():
-            return super().train(*args, **kwargs)
+        """Dassl's loop, with Dassl's own ``load_checkpoint`` routed through the safe loader while it runs. Driven
+        by a host's train.py, the trainer also locks the run folder, refuses to resume it under another config,
+        writes its ``config.yaml`` and records its provenance (prometar's runner does these steps otherwise)."""
+        with dassl_loads_safely(), self._own_run_folder():
+            self._training = True
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                self._training = False
+
+    @contextlib.contextmanager
+    def _own_run_folder(self) -> Iterator[None]:
+        if self.run_folder_managed:
+            yield
+            return
+        lock = RunFolder(self.output_dir).lock().acquire()  # RunFolderBusy / LockError name the holder / file
+        try:
+            resumed = RunFolder(self.cfg.RESUME or self.output_dir)
+            if resumed.has_checkpoints(self.checkpoints.names):
+                resumed.check(self.cfg, "resume")  # ConfigChanged lists the keys
+            write_config(self.cfg)
+            RunFolder(self.output_dir).add_provenance(
+                run_record(self.cfg, sys.argv, "dassl", self.device, inputs.digests()))
+            yield
+        finally:
+            lock.release()

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -169,6 +170,8 @@ def _parse_holder(text: str) -> Tuple[str, Optional[int]]:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -200,6 +203,7 @@ class RunLock:
             raise LockError(f'"{self.path}" is a folder, but a run folder\'s lock must be a file; remove it '
                             f"(rmdir) and run again")
         os.makedirs(self.directory, exist_ok=True)
+        existed = os.path.exists(self.path)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             import fcntl
@@ -209,6 +213,8 @@ class RunLock:
             holder = os.read(fd, 256).decode(errors="replace").strip()
             os.close(fd)
             if exc.errno in _FLOCK_UNSUPPORTED:
+                if not existed and not holder:  # the empty file this probe created
+                    os.remove(self.path)
                 return self._acquire_file(note=f"flock unsupported here ({os.strerror(exc.errno)})")
             raise self._busy(" on ".join(reversed(holder.split())) or "?") from None
         os.ftruncate(fd, 0)
@@ -244,8 +250,11 @@ class RunLock:
         return f"{pid if pid is not None else '?'}{where}"
 
     def _remove_if_stale(self) -> None:
-        text = self._read_holder()
-        host, pid = _parse_holder(text)
+        raw = self._read_holder()
+        if not raw:  # a holder writes right after creating the file: still empty a moment later = left behind
+            time.sleep(0.2)
+            raw = self._read_holder()
+        host, pid = _parse_holder(raw) if raw else (socket.gethostname(), 0)
         if host != socket.gethostname() or pid is None or _pid_alive(pid):
             raise self._busy(self._describe_holder())
         aside = f"{self.path}.stale-{os.getpid()}"
@@ -254,7 +263,7 @@ class RunLock:
         except FileNotFoundError:
             return
         with open(aside, encoding="utf-8", errors="replace") as f:
-            if f.read() != text:  # another process had already replaced it with a live lock: put it back
+            if f.read() != raw:  # another process had already replaced it with a live lock: put it back
                 try:
                     os.link(aside, self.path)
                 except FileExistsError:

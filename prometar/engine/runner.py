@@ -22,8 +22,8 @@ from .runfolder import ConfigChanged, LockError, RunFolder, RunFolderBusy, RunLo
 from .safe_load import CheckpointLoadError
 from .trainer import Trainer
 
-__all__ = ["main", "set_random_seed", "print_args", "open_run_folder", "write_config", "record_run", "run_guarded",
-           "load_for_eval", "LOAD_ERRORS"]
+__all__ = ["main", "set_random_seed", "print_args", "open_run_folder", "write_config", "record_run", "model_record",
+           "run_guarded", "load_for_eval", "LOAD_ERRORS"]
 
 _PART_NAMES = (MODEL_NAME, MODULATOR_NAME)
 #: Errors of loading a trained model for evaluation that end the run with one ERROR line (exit 2), not a traceback.
@@ -89,17 +89,22 @@ def write_config(cfg: Any) -> None:
 
 def record_run(args: Any, cfg: Any, engine: str, device: Any) -> None:
     """Append this run's provenance to ``<OUTPUT_DIR>/provenance.json`` (after the data was built: the split and
-    few-shot files read are hashed; for ``--eval-only`` the learner file the model was loaded from)."""
+    few-shot files read are hashed; for ``--eval-only`` the learner file the model was loaded from). ``args``: the
+    train.py Namespace (None when a host repository's own train.py drives the trainer)."""
     model = None
     model_dir = getattr(args, "model_dir", "") if getattr(args, "eval_only", False) else ""
     if model_dir:
-        epoch = getattr(args, "load_epoch", None)
-        path = RunFolder(model_dir).learner_file(epoch)
-        model = {"dir": os.path.abspath(model_dir), "epoch": epoch, "file": os.path.abspath(path),
-                 "sha256": sha256_file(path)}
+        model = model_record(model_dir, getattr(args, "load_epoch", None))
     record = run_record(cfg, sys.argv, engine, device, inputs.digests(), model)
-    record["args"] = {k: v for k, v in sorted(vars(args).items())}
+    record["args"] = {k: v for k, v in sorted(vars(args).items())} if args is not None else None
     RunFolder(cfg.OUTPUT_DIR).add_provenance(record)
+
+
+def model_record(model_dir: str, epoch: Optional[int]) -> dict:
+    """Which learner file an evaluation loaded: folder, epoch, path and SHA-256."""
+    path = RunFolder(model_dir).learner_file(epoch)
+    return {"dir": os.path.abspath(model_dir), "epoch": epoch, "file": os.path.abspath(path),
+            "sha256": sha256_file(path)}
 
 
 def run_guarded(body: Callable[[], int]) -> int:

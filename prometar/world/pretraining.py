@@ -95,6 +95,70 @@ def _machine() -> str:
     return f"{cpu}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with {torch.get_num_threads()} threads"
 
 
+def _optimizer(model, lr: float, weight_decay: float):
+    """AdamW with weight decay on matrices only (not on embeddings, norms and biases)."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _lr_at(step: int, lr: float, warmup: int, steps: int) -> float:
+    """Linear warm-up, then cosine decay to 0."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _batches(seed: int, steps: int, batch_size: int, workers: int):
+    """(step, images, tokens, false-negative mask) for every step; with ``workers`` > 0 generated ahead in other
+    processes (batches depend only on (seed, step), so the result is the same)."""
+    if workers <= 0:
+        for step in range(steps):
+            yield (step, *prepared_batch(seed, step, batch_size))
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pending: Dict[int, object] = {}
+    try:
+        for step in range(steps):
+            for s in range(step, min(steps, step + 2 * workers + 1)):
+                if s not in pending:
+                    pending[s] = pool.submit(prepared_batch, seed, s, batch_size)
+            yield (step, *pending.pop(step).result())
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _contrastive_step(model, opt, images, tokens, fn, res: int):
+    """One symmetric InfoNCE step (false negatives masked); returns (loss, logits, labels)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..prompting import encode_text, eot_positions
+
+    x = _to_model_input(images, res)
+    tokens, fn = torch.from_numpy(tokens), torch.from_numpy(fn)
+    img = F.normalize(model.encode_image(x), dim=-1)
+    txt = F.normalize(encode_text(model, model.token_embedding(tokens), eot_positions(tokens)), dim=-1)
+    logits = (model.logit_scale.exp() * img @ txt.t()).masked_fill(fn, float("-inf"))
+    labels = torch.arange(logits.shape[0])
+    loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return loss, logits, labels
+
+
 def pretrain(out_path: Union[str, os.PathLike], seed: int = 0, steps: int = 1000, batch_size: int = 128,
              lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100, shape: Optional[dict] = None,
              log_every: int = 50, eval_root: Optional[Union[str, os.PathLike]] = None,
@@ -110,10 +174,8 @@ def pretrain(out_path: Union[str, os.PathLike], seed: int = 0, steps: int = 1000
     ``workers``: processes generating batches ahead of the training loop (0: in the loop). Same results.
     """
     import torch
-    import torch.nn.functional as F
 
-    from ..clip_loader import build_clip, load_clip
-    from ..prompting import encode_text, eot_positions
+    from ..clip_loader import build_clip
 
     shape = dict(shape or WORLD_SHAPE)
     out_path = Path(out_path)
@@ -122,57 +184,21 @@ def pretrain(out_path: Union[str, os.PathLike], seed: int = 0, steps: int = 1000
     torch.manual_seed(seed)
     model = build_clip(shape, seed=seed).float().train()
     res = model.visual.input_resolution
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
-
-    def lr_at(step):
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        t = (step - warmup) / max(1, steps - warmup)
-        return lr * 0.5 * (1 + math.cos(math.pi * t))
-
-    t0 = time.time()
-    t_data = 0.0
-    done = 0
-    loss_ema = None
+    opt = _optimizer(model, lr, weight_decay)
+    t0, t_data, done, loss_ema = time.time(), 0.0, 0, None
     print(f"pretraining PrometarWorld CLIP: steps={steps} batch={batch_size} seed={seed} shape={shape}", flush=True)
-    pool = None
-    pending: Dict[int, object] = {}
-    if workers > 0:  # batches depend only on (seed, step): prefetching them in other processes changes nothing
-        import concurrent.futures
-        import multiprocessing
-
-        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    batches = _batches(seed, steps, batch_size, workers)
     try:
-        for step in range(steps):
+        while True:
             td = time.time()
-            if pool is not None:
-                for s in range(step, min(steps, step + 2 * workers + 1)):
-                    if s not in pending:
-                        pending[s] = pool.submit(prepared_batch, seed, s, batch_size)
-                images, tokens, fn = pending.pop(step).result()
-            else:
-                images, tokens, fn = prepared_batch(seed, step, batch_size)
-            x = _to_model_input(images, res)
-            tokens, fn = torch.from_numpy(tokens), torch.from_numpy(fn)
+            item = next(batches, None)
+            if item is None:
+                break
+            step, images, tokens, fn = item
             t_data += time.time() - td
             for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            img = F.normalize(model.encode_image(x), dim=-1)
-            txt = F.normalize(encode_text(model, model.token_embedding(tokens), eot_positions(tokens)), dim=-1)
-            logits = model.logit_scale.exp() * img @ txt.t()
-            logits = logits.masked_fill(fn, float("-inf"))
-            labels = torch.arange(batch_size)
-            loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
+                g["lr"] = _lr_at(step, lr, warmup, steps)
+            loss, logits, labels = _contrastive_step(model, opt, images, tokens, fn, res)
             done = step + 1
             loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
             elapsed = time.time() - t0
@@ -180,7 +206,7 @@ def pretrain(out_path: Union[str, os.PathLike], seed: int = 0, steps: int = 1000
                 with torch.no_grad():
                     acc = (logits.argmax(1) == labels).float().mean().item()
                 print(f"step {done}/{steps} loss {loss.item():.4f} (ema {loss_ema:.4f}) batch-acc {acc:.3f} "
-                      f"scale {model.logit_scale.exp().item():.1f} lr {lr_at(step):.2e} "
+                      f"scale {model.logit_scale.exp().item():.1f} lr {_lr_at(step, lr, warmup, steps):.2e} "
                       f"elapsed {elapsed:.0f}s (data {t_data:.0f}s)", flush=True)
             if eval_root is not None and eval_every > 0 and done % eval_every == 0 and done < steps:
                 model.eval()
@@ -191,8 +217,7 @@ def pretrain(out_path: Union[str, os.PathLike], seed: int = 0, steps: int = 1000
                 print(f"time budget {time_budget_s}s reached at step {done}", flush=True)
                 break
     finally:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        batches.close()
     wall = time.time() - t0
     model.eval()
     _save_weights(model, out_path)
@@ -204,14 +229,21 @@ def pretrain(out_path: Union[str, os.PathLike], seed: int = 0, steps: int = 1000
                     wall_time_s=round(wall, 1), data_time_s=round(t_data, 1), machine=_machine(),
                     threads=torch.get_num_threads(), workers=workers, size_bytes=size, command=command,
                     final_loss_ema=round(float(loss_ema), 4))
-        if eval_root is not None:
-            zs_model = load_clip(str(out_path), precision="fp32")
-            meta["zeroshot"] = {k: round(v, 4) for k, v in zeroshot_accuracy(zs_model, eval_root).items()}
-            meta["zeroshot_benchmark"] = dict(root_seed=_benchmark_seed(eval_root), split="test",
-                                              prompt="a photo of a {}.", precision="fp32 compute of the fp16 weights")
-            print(f"zero-shot on {eval_root}: {meta['zeroshot']}", flush=True)
-        atomic_write_text(out_path.with_suffix(".json"), json.dumps(meta, indent=2))
+        _write_metadata(meta, out_path, eval_root)
     return out_path
+
+
+def _write_metadata(meta: dict, out_path: Path, eval_root: Optional[Union[str, os.PathLike]]) -> None:
+    """``<out>.json``: the run's settings, and the saved model's zero-shot accuracy on ``eval_root`` if given."""
+    from ..clip_loader import load_clip
+
+    if eval_root is not None:
+        zs_model = load_clip(str(out_path), precision="fp32")
+        meta["zeroshot"] = {k: round(v, 4) for k, v in zeroshot_accuracy(zs_model, eval_root).items()}
+        meta["zeroshot_benchmark"] = dict(root_seed=_benchmark_seed(eval_root), split="test",
+                                          prompt="a photo of a {}.", precision="fp32 compute of the fp16 weights")
+        print(f"zero-shot on {eval_root}: {meta['zeroshot']}", flush=True)
+    atomic_write_text(out_path.with_suffix(".json"), json.dumps(meta, indent=2))
 
 
 def _benchmark_seed(root) -> Optional[int]:
