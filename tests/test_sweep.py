@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -326,6 +327,26 @@ def test_second_driver_on_the_same_sweep_is_refused(tmp_path, monkeypatch):
             second.run()
     finally:
         t.join()
+
+
+def test_sweep_runs_where_flock_is_unsupported_and_still_refuses_a_second_driver(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):  # as on NFS / Lustre mounted without locks
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    first, stream = _fake_sweep(tmp_path, workers=1)
+    jobs = [first.records[i].job for i in first.order[:2]]
+    first.records = {j.id: first.records[j.id] for j in jobs}
+    first.order = [j.id for j in jobs]
+    assert first.run() == 0 and all(r.state == "done" for r in first.records.values())
+    assert not Path(first.sweep_dir, ".lock").exists()  # the lock file is removed at the end
+    Path(first.sweep_dir, ".lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")  # a live driver's lock
+    second, _ = _fake_sweep(tmp_path)
+    with pytest.raises(RuntimeError, match="another `prometar sweep` runs this sweep"):
+        second.run()
 
 
 def test_tasks_of_a_killed_slurm_driver_that_still_run_are_not_started_twice(tmp_path):

@@ -139,31 +139,20 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _lock(path: str) -> Iterator[None]:
-    """An exclusive lock on ``path`` for the sweep's lifetime (two drivers never run the same sweep)."""
+def _lock(sweep_dir: str) -> Iterator[None]:
+    """An exclusive lock on the sweep's folder for the driver's lifetime (two drivers never run the same sweep):
+    the run folders' lock, so it works where ``flock`` is unsupported too (a lock file created exclusively)."""
+    from ..engine.runfolder import LockError, RunFolderBusy, RunLock
+
+    lock = RunLock(sweep_dir)
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise RuntimeError(f"another `prometar sweep` runs this sweep (lock {path} held by pid {holder}); wait for "
-                           f"it to end or stop it") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
+        lock.acquire()
+    except (RunFolderBusy, LockError) as exc:
+        raise RuntimeError(f"another `prometar sweep` runs this sweep: {exc}") from None
     try:
         yield
     finally:
-        f.close()
+        lock.release()
 
 
 class Sweep:
@@ -387,7 +376,7 @@ class Sweep:
         :class:`~prometar.sweep.fresh.ChangedRuns` (nothing run) for folders made with another config unless
         ``rerun_changed``, RuntimeError when another driver runs the same sweep."""
         os.makedirs(self.sweep_dir, exist_ok=True)
-        with _lock(os.path.join(self.sweep_dir, "lock")):
+        with _lock(self.sweep_dir):
             self._say(f"{len(self.records)} jobs; backend {self.backend.describe()}; summary {self.summary_path}")
             self._apply_plan()
             self.write_summary()
