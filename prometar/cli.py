@@ -14,7 +14,7 @@ commands:
   train    train / evaluate (CoOp train.py flags; Dassl when importable, else the built-in engine)
   demo     base-to-new on the bundled procedural benchmark with the bundled small CLIP (CPU, minutes)
   data     download a benchmark dataset (`prometar data NAME --root DATA`) or check layouts (`--check`)
-  report   paper-style base/new/HM table, CSV and chart from an output folder
+  report   the paper-style tables (base-to-new, cross-dataset / DG, few-shot), CSV and charts of an output folder
   sweep    a protocol's grid of runs on local workers / GPUs or Slurm, resumable, then the report
   world    generate the bundled benchmark / pretrain its CLIP / zero-shot accuracy
   configs  print the folder of the shipped YAMLs; `--copy DIR` copies the ProMetaR trainer YAMLs into DIR

@@ -144,11 +144,18 @@ def test_base2new_scripts_and_sweep_then_a_changed_option_is_refused_and_rerun(s
     assert err.count("OPTIM.LR: 0.0025 -> 0.05") == 4 and "--rerun-changed" in err
     assert all(str(p) in err for d in ("eurosat", "dtd") for p in _b2n_dirs(out, d))
     assert not list(out.rglob("*.changed-*"))
+    assert _sweep(setup, out, "base2new", "--datasets", "eurosat", "dtd", "--shots", SHOTS, "--dry-run",
+                  extra=changed) == 0
+    note = "[made with another config (OPTIM.LR: 0.0025 -> 0.05): refused without --rerun-changed]"
+    assert capsys.readouterr().out.count(note) == 4
     # an option that sets what the sweep sets is refused, naming both (the scripts go through the sweep)
     assert _sweep(setup, out, "base2new", "--datasets", "eurosat", extra=[*extra, "DATASET.NUM_SHOTS", "4"]) == 2
     assert "DATASET.NUM_SHOTS 4 after -- clashes with the sweep's --shots" in capsys.readouterr().err
-    r = _sh(env, "base2new_train.sh", "eurosat", "1", *extra, "--seed", "2")
+    r = _sh(env, "base2new_train.sh", "eurosat", "1", "--seed", "2", *extra)
     assert r.returncode == 2 and "--seed 2 after -- clashes with the sweep's --seeds" in r.stderr
+    assert _sweep(setup, out, "base2new", "--datasets", "eurosat", extra=[*extra, "OPTIM.NO_SUCH_KEY", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "does not make a config" in err and "OPTIM.NO_SUCH_KEY" in err
 
     # --rerun-changed: eurosat's folders are moved aside (kept), retrained and re-evaluated; the report is new
     assert _sweep(setup, out, "base2new", "--datasets", "eurosat", "--shots", SHOTS, "--rerun-changed",

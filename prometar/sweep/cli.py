@@ -24,7 +24,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from .backends import LocalBackend, SubmititBackend, threads_per_job
-from .fresh import ChangedRuns, plan
+from .fresh import ChangedRuns, JobConfigError, plan
 from .jobs import (BASE2NEW_DATASETS, FEWSHOT_SHOTS, SWEEP_PROTOCOLS, XD_TARGETS, Job, Launcher, SweepSpec,
                    build_jobs, default_launcher)
 from .runner import Sweep, sweep_name
@@ -173,7 +173,11 @@ def sweep_main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"prometar sweep: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
-        return _dry_run(jobs, launcher)
+        try:
+            return _dry_run(jobs, launcher)
+        except JobConfigError as exc:
+            print(f"prometar sweep: {exc}", file=sys.stderr)
+            return 2
     output = os.path.abspath(args.output)
     name = args.name or sweep_name(args.protocol, jobs)
     sweep_dir = os.path.join(output, "sweeps", name)
@@ -189,7 +193,7 @@ def sweep_main(argv: Optional[Sequence[str]] = None) -> int:
                   rerun_changed=args.rerun_changed)
     try:
         code = sweep.run()
-    except (ChangedRuns, RuntimeError) as exc:  # folders of another config; the lock is held by another driver
+    except (ChangedRuns, JobConfigError, RuntimeError) as exc:  # another config; bad args; a second driver
         print(f"prometar sweep: {exc}", file=sys.stderr)
         return 2
     if code == 130 or args.no_report:

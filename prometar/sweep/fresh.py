@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .jobs import Job, job_config
 
-__all__ = ["SKIP", "RUN", "CHANGED", "RERUN", "Verdict", "ChangedRuns", "plan", "model_changed", "refusal",
-           "move_aside"]
+__all__ = ["SKIP", "RUN", "CHANGED", "RERUN", "Verdict", "ChangedRuns", "JobConfigError", "plan", "model_changed",
+           "refusal", "move_aside"]
 
 SKIP, RUN, CHANGED, RERUN = "skip", "run", "changed", "rerun"
 
@@ -62,14 +62,27 @@ def model_changed(job: Job) -> Optional[str]:
     return None
 
 
+class JobConfigError(ValueError):
+    """A job's train.py call does not make a config (an unknown key, a bad value, a missing YAML)."""
+
+
+def _config(job: Job, cwd: str) -> Any:
+    try:
+        return job_config(job, cwd)
+    except (KeyError, ValueError, TypeError, AssertionError, FileNotFoundError) as exc:  # yacs' errors
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise JobConfigError(f"the train.py call of {job.label()} does not make a config: {text}") from None
+
+
 def _verdict(job: Job, cwd: str, done: Dict[str, Verdict]) -> Verdict:
     from ..engine.runfolder import RunFolder
 
+    cfg = _config(job, cwd)  # also checks the arguments of a job that has no folder yet
     if not os.path.isdir(job.output_dir):
         return Verdict(RUN, "no folder yet")
     folder = RunFolder(job.output_dir)
     st = folder.state()
-    diff = folder.diff(job_config(job, cwd), "resume")
+    diff = folder.diff(cfg, "resume")
     if diff:
         return Verdict(CHANGED, "finished" if st.finished else "unfinished", diff, st.accuracy, st.log)
     if not st.finished:

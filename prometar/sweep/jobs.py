@@ -356,6 +356,10 @@ def check_extra(extra: Sequence[str], protocol: str = "base2new") -> None:
             flag = "--" + dest.replace("_", "-") + ("" if isinstance(value, bool) else f" {value}")
             clashes.append(f"{flag} after -- clashes with the sweep's {own}, which sets it for every job")
     opts = list(args.opts or [])
+    flags = [o for o in opts if o.startswith("--")]
+    if flags:  # train.py reads everything after the first KEY as KEY VALUE pairs
+        raise ExtraClash(f"{' '.join(flags)} after the KEY VALUE options (after --): train.py flags must come "
+                         f"before the first KEY VALUE option")
     for key, value in zip(opts[::2], opts[1::2]):
         if key in _OWN_KEYS:
             clashes.append(f"{key} {value} after -- clashes with the sweep's {_OWN_KEYS[key]}, which sets {key} "
