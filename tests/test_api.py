@@ -69,7 +69,8 @@ def _public_callables(obj):
         yield obj.__name__, obj.__init__ if "__init__" in vars(obj) else None
         fields = getattr(obj, "__dataclass_fields__", {})
         for name, member in vars(obj).items():
-            if not name.startswith("_") and name not in fields and (inspect.isfunction(member) or isinstance(member, (classmethod, property))):
+            public = not name.startswith("_") and name not in fields
+            if public and (inspect.isfunction(member) or isinstance(member, (classmethod, property))):
                 yield f"{obj.__name__}.{name}", member
     elif callable(obj):
         yield obj.__name__, obj
@@ -124,8 +125,8 @@ def test_config_step_equals_plain_argument_step():
             model, lr=0.05, seed=3, dim_rate=4)
         for _ in range(2):
             metrics = step(images, labels)
-        results.append([metrics.as_dict()] + [p.detach().clone() for p in
-                                              list(model.prompt_learner.parameters()) + list(step.modulator.parameters())])
+        trained = list(model.prompt_learner.parameters()) + list(step.modulator.parameters())
+        results.append([metrics.as_dict()] + [p.detach().clone() for p in trained])
     assert results[0][0] == results[1][0] and results[0][0]["meta"] == 1.0
     assert all(torch.equal(a, b) for a, b in zip(results[0][1:], results[1][1:]))
     with pytest.raises(ValueError, match=r"arguments \['lr'\]"):

@@ -379,3 +379,18 @@ def test_host_model_second_order_meta_gradient_matches_finite_differences():
     metrics = reg.step(images, labels, opt, torch.optim.SGD(reg.modulator.parameters(), lr=0.01))
     assert metrics.meta_ran and set(metrics.terms) == {"text"}
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())
+
+
+def test_specs_order_is_the_modulator_order():
+    from prometar.learners import TensorSpec
+
+    tensors = {n: nn.Parameter(torch.zeros(k, 8)) for n, k in (("a", 1), ("b", 2), ("c", 3))}
+    forward = lambda params, x, ctx: MetaOutput(x)  # noqa: E731
+    specs = [TensorSpec("a", "text", 8), TensorSpec("b", "image", 16), TensorSpec("c", "text", 24)]
+    reg = MetaRegularizer.from_specs(forward, specs, tensors)
+    assert reg.names == ["a", "b", "c"] and reg.terms == ["text", "image", "text"]
+    assert reg.modulator.blocks == [8, 16, 24] and reg.params[1] is tensors["b"]
+    grouped = MetaRegularizer(forward, {"text": {"a": tensors["a"], "c": tensors["c"]}, "image": {"b": tensors["b"]}})
+    assert grouped.names == ["a", "c", "b"] and grouped.modulator.blocks == [8, 8, 8]  # group by group, rows
+    with pytest.raises(ValueError, match="order must list every tensor once"):
+        MetaRegularizer(forward, {"text": {"a": tensors["a"]}}, order=["a", "b"])

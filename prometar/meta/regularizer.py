@@ -248,6 +248,8 @@ def _group_specs(groups: Mapping[Optional[str], Mapping[str, Tensor]],
             block = int(blocks.pop(name, tensor.shape[-1] if tensor.dim() else 1))
             specs.append(TensorSpec(name, term or "", block if term is not None else 0))
             named[name], owner[name] = tensor, term
+    if not specs:
+        raise ValueError("MetaRegularizer needs at least one trainable tensor; every group is empty")
     if blocks:
         raise KeyError(f"blocks names tensors that are in no group: {sorted(blocks)}; tensors: {list(named)}")
     return specs, named
@@ -266,6 +268,7 @@ class MetaRegularizer:
         blocks: per tensor name, how many consecutive elements one modulator block gates (default: one row,
             ``shape[-1]``; ProMetaR's prompt learners gate whole prompt tensors); `dim_rate` must divide it. The
             tensors of the ``None`` group are not modulated (no net).
+        order: the tensors' names in the order of the modulator's nets (default: group by group).
         distance: ``distance(features, reference)``, or one per term (default `feature_l1`).
         modulator: an existing `GradientModulator` with one net per tensor in this order (default: a new one
             with `dim_rate`, on the tensors' device).
@@ -279,35 +282,16 @@ class MetaRegularizer:
 
     def __init__(self, forward: ForwardFn, params: Mapping[Optional[str], Mapping[str, Tensor]], *,
                  weights: Optional[Mapping[str, float]] = None, blocks: Optional[Mapping[str, int]] = None,
-                 distance: Union[Distance, Mapping[str, Distance]] = feature_l1,
+                 order: Optional[Sequence[str]] = None, distance: Union[Distance, Mapping[str, Distance]] = feature_l1,
                  modulator: Optional[GradientModulator] = None, dim_rate: int = 8,
                  sampler: Optional[MetaSampler] = None, adapt_lr: float = 5e-4, lr_ratio: float = 5e-4,
                  first_order: bool = False):
         specs, named = _group_specs(params, blocks)
-        self._setup(forward, specs, named, weights=weights, distance=distance, modulator=modulator,
-                    dim_rate=dim_rate, sampler=sampler, adapt_lr=adapt_lr, lr_ratio=lr_ratio, first_order=first_order)
-
-    @classmethod
-    def from_specs(cls, forward: ForwardFn, specs: Sequence[TensorSpec], params: Mapping[str, Tensor],
-                   **options: Any) -> "MetaRegularizer":
-        """From an ordered list of `TensorSpec` (name, term as `side`, "" for none, block) and the tensors by
-        name: the order (and so the modulator's net of each tensor) is the specs' order. `options` as for the
-        constructor."""
-        missing = [s.name for s in specs if s.name not in params]
-        if missing:
-            raise KeyError(f"no tensor given for the specs {missing}; tensors: {list(params)}")
-        self = cls.__new__(cls)
-        self._setup(forward, list(specs), {s.name: params[s.name] for s in specs}, **options)
-        return self
-
-    def _setup(self, forward: ForwardFn, specs: List[TensorSpec], named: Dict[str, Tensor], *,
-               weights: Optional[Mapping[str, float]] = None,
-               distance: Union[Distance, Mapping[str, Distance]] = feature_l1,
-               modulator: Optional[GradientModulator] = None, dim_rate: int = 8,
-               sampler: Optional[MetaSampler] = None, adapt_lr: float = 5e-4, lr_ratio: float = 5e-4,
-               first_order: bool = False) -> None:
-        if not specs:
-            raise ValueError("MetaRegularizer needs at least one trainable tensor")
+        if order is not None:
+            if sorted(order) != sorted(named):
+                raise ValueError(f"order must list every tensor once: got {list(order)}, tensors {list(named)}")
+            by_name = {s.name: s for s in specs}
+            specs = [by_name[name] for name in order]
         frozen = [s.name for s in specs if not named[s.name].requires_grad]
         if frozen:
             raise ValueError(f"tensors {frozen} do not require grad: give only the trainable tensors")
@@ -329,6 +313,19 @@ class MetaRegularizer:
                              f"{[s.block for s in specs]} (tensors {self.names})")
         self.modulator = modulator
         self._warned_one_class = False
+
+    @classmethod
+    def from_specs(cls, forward: ForwardFn, specs: Sequence[TensorSpec], params: Mapping[str, Tensor],
+                   **options: Any) -> "MetaRegularizer":
+        """From an ordered list of `TensorSpec` (name, term as `side`, "" for none, block) and the tensors by
+        name: the order (and so the modulator's net of each tensor) is the specs' order. `options` as for the
+        constructor (but `blocks` and `order`)."""
+        groups: Dict[Optional[str], Dict[str, Tensor]] = {}
+        for spec in specs:
+            if spec.name not in params:
+                raise KeyError(f"no tensor given for the spec {spec.name!r}; tensors: {list(params)}")
+            groups.setdefault(spec.side or None, {})[spec.name] = params[spec.name]
+        return cls(forward, groups, blocks={s.name: s.block for s in specs}, order=[s.name for s in specs], **options)
 
     # ------------------------------------------------------------------ losses
     def named_params(self) -> Dict[str, Tensor]:
