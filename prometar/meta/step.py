@@ -27,7 +27,7 @@ from ..learners import TensorSpec
 from ..model import PromptedCLIP
 from .modulator import GradientModulator
 from .regularizer import (ForwardContext, ForwardFn, MetaOutput, MetaRegularizer, MetaTask, StepMetrics, check_finite,
-                          feature_consistency, term_gradients)
+                          term_gradients, term_losses)
 from .sampler import MetaSampler
 
 __all__ = ["ProMetaRStep", "MetaSettings", "Batch", "MetaTask", "StepMetrics", "SIDE_TERMS", "prompted_forward",
@@ -106,10 +106,8 @@ def batch_losses(model: PromptedCLIP, params: Optional[Mapping[str, Tensor]], ba
         params = dict(model.prompt_learner.named_parameters())
     out = prompted_forward(model)(dict(params), (batch.images, batch.teacher_image),
                                   ForwardContext("train", double_diff))
-    ce = F.cross_entropy(out.logits, batch.labels)
-    reg_text, reg_image = feature_consistency(out.features["text"], out.references["text"], out.features["image"],
-                                              out.references["image"], settings.text_weight, settings.image_weight)
-    return ce, reg_text, reg_image
+    terms = term_losses(out, {"text": settings.text_weight, "image": settings.image_weight})
+    return F.cross_entropy(out.logits, batch.labels), terms["text"], terms["image"]
 
 
 def split_gradients(ce: Tensor, reg_text: Tensor, reg_image: Tensor, params: Sequence[Tensor], sides: Sequence[str],
