@@ -23,8 +23,8 @@ from .learners import LEARNERS, build_learner, official_key, official_to_ivlp_st
 from .meta import GradientModulator, MetaSampler, ProMetaRStep
 from .model import PromptedCLIP
 
-__all__ = ["TrainerParts", "build_trainer_parts", "build_prompted_clip", "pick_device", "load_learner_state",
-           "load_trained_weights", "is_official_state", "state_mismatch", "MODEL_NAME", "MODULATOR_NAME"]
+__all__ = ["TrainerParts", "build_trainer_parts", "build_prompted_clip", "build_step", "pick_device",
+           "load_learner_state", "load_trained_weights", "is_official_state", "state_mismatch", "MODEL_NAME", "MODULATOR_NAME"]
 
 def build_prompted_clip(cfg: Any, classnames: Sequence[str], device: torch.device, verbose: bool = True) -> PromptedCLIP:
     """Load CLIP (MODEL.BACKBONE.NAME), build the learner (TRAINER.PROMETAR.*) and the prompted model."""
@@ -47,29 +47,35 @@ def build_prompted_clip(cfg: Any, classnames: Sequence[str], device: torch.devic
     return PromptedCLIP(clip_model, learner, classnames, precision=p.PREC, amp_dtype=p.AMP_DTYPE)
 
 
-def build_trainer_parts(cfg: Any, classnames: Sequence[str], device: torch.device, verbose: bool = True) -> TrainerParts:
-    """Build the prompted model, the modulator (when META_REG), optimisers, schedulers and the step."""
+def build_step(cfg: Any, model: PromptedCLIP, verbose: bool = True) -> ProMetaRStep:
+    """The training step of a config for a built model: the learner's optimiser (OPTIM), the modulator and its
+    optimiser (OPTIM_VNET) when META_REG, the meta sampler (SEED, MIXUP_*) and TRAINER.PROMETAR's settings.
+    The optimisers start at their base LRs (`build_trainer_parts` adds the config's LR schedules)."""
     p = cfg.TRAINER.PROMETAR
-    model = build_prompted_clip(cfg, classnames, device, verbose)
-    if cfg.MODEL.INIT_WEIGHTS:
-        load_learner_state(model, cfg.MODEL.INIT_WEIGHTS, strict=False)
     optim = build_optimizer(model.prompt_learner, cfg.OPTIM)
-    sched = build_lr_scheduler(optim, cfg.OPTIM)
-    modulator = optim_mod = sched_mod = None
+    modulator = optim_mod = None
     if p.META_REG:
-        specs = model.prompt_learner.tensor_specs()
-        named = dict(model.prompt_learner.named_parameters())
-        modulator = GradientModulator(specs, [named[s.name].shape for s in specs], dim_rate=p.DIM_RATE).to(device)
+        modulator = GradientModulator.for_learner(model.prompt_learner, dim_rate=p.DIM_RATE).to(model.device)
         optim_mod = build_optimizer(modulator, cfg.OPTIM_VNET)
-        sched_mod = build_lr_scheduler(optim_mod, cfg.OPTIM_VNET)
         if verbose:
             n = sum(x.numel() for x in modulator.parameters())
             print(f"Gradient modulator: {len(modulator.nets)} nets, {n:,} parameters (DIM_RATE {p.DIM_RATE})")
     sampler = MetaSampler(seed=cfg.SEED if cfg.SEED >= 0 else None, alpha=p.MIXUP_ALPHA, beta=p.MIXUP_BETA)
-    step = ProMetaRStep(model, modulator, optim, optim_mod, sampler, adapt_lr=p.ADAPT_LR, lr_ratio=p.LR_RATIO,
+    return ProMetaRStep(model, modulator, optim, optim_mod, sampler, adapt_lr=p.ADAPT_LR, lr_ratio=p.LR_RATIO,
                         first_order=p.FAST_ADAPTATION, text_weight=p.TEXT_LOSS_WEIGHT,
                         image_weight=p.IMAGE_LOSS_WEIGHT, meta_reg=p.META_REG)
-    return TrainerParts(model, optim, sched, step, modulator, optim_mod, sched_mod, bool(p.STEP_VNET_SCHED))
+
+
+def build_trainer_parts(cfg: Any, classnames: Sequence[str], device: torch.device, verbose: bool = True) -> TrainerParts:
+    """Build the prompted model, the modulator (when META_REG), optimisers, schedulers and the step."""
+    model = build_prompted_clip(cfg, classnames, device, verbose)
+    if cfg.MODEL.INIT_WEIGHTS:
+        load_learner_state(model, cfg.MODEL.INIT_WEIGHTS, strict=False)
+    step = build_step(cfg, model, verbose)
+    sched = build_lr_scheduler(step.optim, cfg.OPTIM)
+    sched_mod = build_lr_scheduler(step.optim_mod, cfg.OPTIM_VNET) if step.optim_mod is not None else None
+    return TrainerParts(model, step.optim, sched, step, step.modulator, step.optim_mod, sched_mod,
+                        bool(cfg.TRAINER.PROMETAR.STEP_VNET_SCHED))
 
 
 def is_official_state(state: Mapping[str, Any]) -> bool:

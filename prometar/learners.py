@@ -79,9 +79,11 @@ class PromptLearner(nn.Module):
     n_ctx_text: int = 0
 
     def forward(self) -> PromptSet:  # pragma: no cover - abstract
+        """The prompts of every layer, from the learner's tensors."""
         raise NotImplementedError
 
     def tensor_specs(self) -> List[TensorSpec]:  # pragma: no cover - abstract
+        """Every trainable tensor: its name, regulariser side and modulator block (the modulator's net order)."""
         raise NotImplementedError
 
     def _init_text_prompts(self, clip_model: nn.Module, n_ctx: int, depth: int, ctx_init: str) -> None:
@@ -92,6 +94,7 @@ class PromptLearner(nn.Module):
         self.text = nn.ParameterList([nn.Parameter(ctx)] + [_normal(n_ctx, width) for _ in range(depth - 1)])
 
     def describe(self) -> str:
+        """One line: class, number of trainable tensors and parameters, text prefix."""
         n = sum(p.numel() for p in self.parameters())
         return (f"{type(self).__name__}: {len(self.tensor_specs())} trainable tensors, {n:,} parameters, "
                 f"text prefix {self.prompt_prefix!r}")

@@ -70,10 +70,12 @@ class PromptedCLIP(nn.Module):
     # ------------------------------------------------------------------ class-dependent buffers
     @property
     def device(self) -> torch.device:
+        """Where the frozen CLIP (and so the model) is."""
         return self.clip.token_embedding.weight.device
 
     @property
     def n_cls(self) -> int:
+        """The number of classes."""
         return len(self.classnames)
 
     def set_classnames(self, classnames: Sequence[str]) -> None:
@@ -116,11 +118,13 @@ class PromptedCLIP(nn.Module):
         return F.normalize(total / len(self.teacher_templates), dim=-1)
 
     # ------------------------------------------------------------------ forward pieces
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The precision's autocast context (`autocast_context`)."""
         return autocast_context(self.device, self.precision, self.amp_dtype)
 
     @property
     def logit_scale(self) -> Tensor:
+        """CLIP's learned logit scale (exp of its parameter), float32 or float64."""
         return _compute_dtype(self.clip.logit_scale.exp())
 
     def prompts(self, params: Optional[Dict[str, Tensor]] = None) -> PromptSet:
@@ -165,6 +169,7 @@ class PromptedCLIP(nn.Module):
         return self.logits(self.image_features(images, prompts), text)
 
     def train(self, mode: bool = True) -> "PromptedCLIP":
+        """Set the learner's mode; the frozen CLIP always stays in eval mode."""
         super().train(mode)
         self.clip.eval()  # CLIP has no dropout/batch-norm, but keep it in eval mode regardless
         return self

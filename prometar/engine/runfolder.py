@@ -40,7 +40,8 @@ __all__ = ["MODEL_NAME", "MODULATOR_NAME", "USES", "RUNTIME_KEYS", "MODEL_KEYS",
 USES = ("resume", "evaluate")
 #: Keys that never change what a run computes: they may differ on resume, re-run and evaluation.
 RUNTIME_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "DATALOADER.NUM_WORKERS", "USE_CUDA", "VERBOSE",
-                "TRAIN.PRINT_FREQ", "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT", "TRAINER.PROMETAR.TEXT_CHUNK")
+                "TRAIN.PRINT_FREQ", "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT", "TRAINER.PROMETAR.TEXT_CHUNK",
+                "TRAINER.PROMETAR.TEXT_CHUNK_MB")
 #: Keys (or prefixes ending in ".") that change the trained model: they must be equal to evaluate a folder's model.
 MODEL_KEYS = ("MODEL.BACKBONE.", "INPUT.SIZE", "TRAINER.NAME", "TRAINER.PROMETAR.LEARNER",
               "TRAINER.PROMETAR.N_CTX_TEXT", "TRAINER.PROMETAR.N_CTX_VISION", "TRAINER.PROMETAR.PROMPT_DEPTH_TEXT",

@@ -1,6 +1,6 @@
-"""One ProMetaR iteration: the regularised step and the bi-level meta step with task augmentation.
+"""ProMetaR on the prompted CLIP: the project's learners as one user of `MetaRegularizer`.
 
-Iteration on a batch (x, y):
+Iteration on a batch (x, y) (`ProMetaRStep`):
 1. teacher image features of x, once (no grad);
 2. regularised step: g = dCE/dtheta, g_r = dR/dtheta (text term for text tensors, image term for vision
    tensors), plain gradients (no graph); theta <- optimiser step with g + M_phi(g, g_r) * g_r;
@@ -8,23 +8,33 @@ Iteration on a batch (x, y):
    theta' = theta - ADAPT_LR * (g_s + M_phi(g_s, g_r,s) * g_r,s) computed functionally, keeping the graph
    (second order, unless first_order); query loss at theta' with mixup of query and support image features
    (lambda ~ Beta, labels mixed); (LR_RATIO * loss).backward() into theta and phi; both optimisers step.
+
+Steps 2 and 3 are `MetaRegularizer`'s (`regularizer.py`); this module supplies its forward function
+(`prompted_forward`: the model's prompts, text and image features and logits; the frozen teacher's features as
+references) and its parameter groups (`prompted_regularizer`: the learner's `tensor_specs()`, text-side tensors
+in the text term, vision-side tensors in the image term).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..learners import TensorSpec
 from ..model import PromptedCLIP
 from .modulator import GradientModulator
-from .regularizer import feature_consistency
+from .regularizer import (ForwardContext, ForwardFn, MetaOutput, MetaRegularizer, MetaTask, StepMetrics, check_finite,
+                          term_gradients, term_losses)
 from .sampler import MetaSampler
 
-__all__ = ["ProMetaRStep", "MetaSettings", "Batch", "MetaTask", "batch_losses", "split_gradients", "meta_objective",
-           "StepMetrics"]
+__all__ = ["ProMetaRStep", "MetaSettings", "Batch", "MetaTask", "StepMetrics", "SIDE_TERMS", "prompted_forward",
+           "prompted_regularizer", "batch_losses", "split_gradients", "meta_objective"]
+
+#: The regulariser term of each learner side (`TensorSpec.side`); the engines log them as reg_text, reg_image.
+SIDE_TERMS = {"text": "text", "vision": "image"}
 
 
 @dataclass(frozen=True)
@@ -48,183 +58,139 @@ class Batch:
     teacher_image: Tensor
 
     def subset(self, mask: Tensor) -> "Batch":
+        """The samples selected by `mask`."""
         return Batch(self.images[mask], self.labels[mask], self.teacher_image[mask])
 
 
-@dataclass(frozen=True)
-class MetaTask:
-    """A sampled meta task: `query` is the bool mask of the query samples (the rest is the support); `lam` and
-    `partners` are the mixup weight and the support partner index of every query sample."""
+def prompted_forward(model: PromptedCLIP) -> ForwardFn:
+    """The `MetaRegularizer` forward function of a `PromptedCLIP`: inputs are (images, teacher image features);
+    terms "text" (class text features vs the teacher's template ensemble) and "image" (image features vs the
+    teacher's). The model's own feature functions run, so their precision and memory handling apply."""
 
-    query: Tensor
-    lam: Tensor
-    partners: Tensor
+    def forward(params: Dict[str, Tensor], inputs: Tuple[Tensor, Tensor], ctx: ForwardContext) -> MetaOutput:
+        images, teacher_image = inputs
+        prompts = model.prompts(params)
+        text = model.text_features(prompts, ctx.second_order)
+        image = model.image_features(images, prompts, ctx.second_order)
+        logits = model.logits(ctx.mix(image), text)
+        if ctx.phase == "query":
+            return MetaOutput(logits)
+        return MetaOutput(logits, {"text": text, "image": image}, {"text": model.teacher_text, "image": teacher_image})
+
+    return forward
 
 
-@dataclass
-class StepMetrics:
-    ce: float
-    reg_text: float = 0.0
-    reg_image: float = 0.0
-    meta_loss: float = 0.0
-    gate: float = 0.0
-    meta_ran: bool = False
-
-    def as_dict(self) -> Dict[str, float]:
-        return {"ce": self.ce, "reg_text": self.reg_text, "reg_image": self.reg_image,
-                "meta_loss": self.meta_loss, "gate": self.gate, "meta": float(self.meta_ran)}
+def prompted_regularizer(model: PromptedCLIP, modulator: Optional[GradientModulator] = None,
+                         sampler: Optional[MetaSampler] = None, settings: MetaSettings = MetaSettings(),
+                         dim_rate: int = 8) -> MetaRegularizer:
+    """`MetaRegularizer` over the learner's tensors in `tensor_specs()` order (the modulator's net order), each in
+    the term of its side (`SIDE_TERMS`), with `prompted_forward`."""
+    specs = []
+    for spec in model.prompt_learner.tensor_specs():
+        if spec.side not in SIDE_TERMS:
+            raise ValueError(f"{type(model.prompt_learner).__name__} tensor {spec.name!r} has side {spec.side!r}; "
+                             f"the prompted CLIP's regulariser terms act on the sides {sorted(SIDE_TERMS)}")
+        specs.append(TensorSpec(spec.name, SIDE_TERMS[spec.side], spec.block))
+    return MetaRegularizer.from_specs(
+        prompted_forward(model), specs, dict(model.prompt_learner.named_parameters()),
+        weights={"text": settings.text_weight, "image": settings.image_weight}, modulator=modulator,
+        dim_rate=dim_rate, sampler=sampler, adapt_lr=settings.adapt_lr, lr_ratio=settings.lr_ratio,
+        first_order=settings.first_order)
 
 
 def batch_losses(model: PromptedCLIP, params: Optional[Mapping[str, Tensor]], batch: Batch, settings: MetaSettings,
                  *, double_diff: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """(CE, text regulariser, image regulariser) of the prompted model on a batch, at the learner's parameters or
     at explicit ones (`params`, by tensor name)."""
-    prompts = model.prompts(None if params is None else dict(params))
-    text = model.text_features(prompts, double_diff)
-    image = model.image_features(batch.images, prompts, double_diff)
-    ce = F.cross_entropy(model.logits(image, text), batch.labels)
-    reg_text, reg_image = feature_consistency(text, model.teacher_text, image, batch.teacher_image,
-                                              settings.text_weight, settings.image_weight)
-    return ce, reg_text, reg_image
-
-
-def _grad(loss: Tensor, inputs: List[Tensor], create_graph: bool) -> List[Optional[Tensor]]:
-    if not inputs:
-        return []
-    if not loss.requires_grad:
-        return [None] * len(inputs)
-    return list(torch.autograd.grad(loss, inputs, retain_graph=True, create_graph=create_graph, allow_unused=True))
+    if params is None:
+        params = dict(model.prompt_learner.named_parameters())
+    out = prompted_forward(model)(dict(params), (batch.images, batch.teacher_image),
+                                  ForwardContext("train", double_diff))
+    terms = term_losses(out, {"text": settings.text_weight, "image": settings.image_weight})
+    return F.cross_entropy(out.logits, batch.labels), terms["text"], terms["image"]
 
 
 def split_gradients(ce: Tensor, reg_text: Tensor, reg_image: Tensor, params: Sequence[Tensor], sides: Sequence[str],
                     *, create_graph: bool) -> Tuple[List[Tensor], List[Optional[Tensor]]]:
     """Task gradient of every tensor and the regulariser gradient of its side (one gradient call each)."""
-    params = list(params)
-    grads = _grad(ce, params, create_graph)
-    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-    reg: List[Optional[Tensor]] = [None] * len(params)
-    for side, term in (("text", reg_text), ("vision", reg_image)):
-        index = [i for i, s in enumerate(sides) if s == side]
-        for i, g in zip(index, _grad(term, [params[i] for i in index], create_graph)):
-            reg[i] = g
-    return grads, reg
+    return term_gradients(ce, {"text": reg_text, "vision": reg_image}, params, sides, create_graph=create_graph)
 
 
-@torch.enable_grad()  # the inner step needs gradients even when the objective is evaluated under no_grad
 def meta_objective(model: PromptedCLIP, modulator: GradientModulator, params: Mapping[str, Tensor], *,
                    batch: Batch, task: MetaTask, settings: MetaSettings) -> Tensor:
     """Query loss after one modulated inner step on the support (a differentiable function of params and phi).
 
     params: the learner's trainable tensors by name (every name of `model.prompt_learner.tensor_specs()`).
     """
-    specs = model.prompt_learner.tensor_specs()
-    names, sides = [s.name for s in specs], [s.side for s in specs]
-    theta = [params[n] for n in names]
-    query, lam, partners = task.query, task.lam, task.partners
-    support = ~query
-    second_order = not settings.first_order
-    ce, reg_text, reg_image = batch_losses(model, dict(zip(names, theta)), batch.subset(support), settings,
-                                           double_diff=second_order)
-    grads, reg = split_gradients(ce, reg_text, reg_image, theta, sides, create_graph=second_order)
-    modulated, _ = modulator(grads, reg)
-    adapted = {n: p - settings.adapt_lr * g for n, p, g in zip(names, theta, modulated)}
-    prompts = model.prompts(adapted)
-    text = model.text_features(prompts)
-    # Only the query images and the support images drawn as mix partners are needed at theta'.
-    support_images = batch.images[support]
-    used, which = torch.unique(partners, return_inverse=True)
-    n_query = int(query.sum())
-    image = model.image_features(torch.cat([batch.images[query], support_images[used]]), prompts)
-    lam = lam.to(image.dtype)
-    mixed = lam[:, None] * image[:n_query] + (1 - lam[:, None]) * image[n_query:][which]
-    logits = model.logits(mixed, text)
-    y_query, y_partner = batch.labels[query], batch.labels[support][partners]
-    loss = lam * F.cross_entropy(logits, y_query, reduction="none") + \
-        (1 - lam) * F.cross_entropy(logits, y_partner, reduction="none")
-    return loss.mean()
+    regularizer = prompted_regularizer(model, modulator, settings=settings)
+    return regularizer.meta_objective(params, (batch.images, batch.teacher_image), batch.labels, task)
 
 
 class ProMetaRStep:
     """Runs training iterations of ProMetaR (or of the plain learner when `meta_reg=False`).
 
     optim: optimiser over the learner's parameters (shared by both updates, momentum included, as the
-    official code); optim_mod: optimiser over the modulator. Returns per-step metrics.
+    official code); optim_mod: optimiser over the modulator. Returns per-step metrics. The iteration itself is
+    `self.regularizer` (a `MetaRegularizer`, None when `meta_reg=False`).
     """
 
     def __init__(self, model: PromptedCLIP, modulator: Optional[GradientModulator], optim: torch.optim.Optimizer,
                  optim_mod: Optional[torch.optim.Optimizer], sampler: Optional[MetaSampler] = None, *,
                  adapt_lr: float = 5e-4, lr_ratio: float = 5e-4, first_order: bool = False,
                  text_weight: float = 50.0, image_weight: float = 20.0, meta_reg: bool = True):
+        if meta_reg and (modulator is None or optim_mod is None):
+            raise ValueError("meta_reg=True needs a GradientModulator and its optimiser")
         self.model, self.modulator, self.optim, self.optim_mod = model, modulator, optim, optim_mod
-        self.sampler = sampler or MetaSampler()
         self.settings = MetaSettings(adapt_lr=adapt_lr, lr_ratio=lr_ratio, first_order=first_order,
                                      text_weight=text_weight, image_weight=image_weight)
         self.meta_reg = meta_reg
-        specs = model.prompt_learner.tensor_specs()
-        named = dict(model.prompt_learner.named_parameters())
-        self.names = [s.name for s in specs]
-        self.sides = [s.side for s in specs]
-        self.params = [named[n] for n in self.names]
-        self._warned_one_class = False
-        if meta_reg and (modulator is None or optim_mod is None):
-            raise ValueError("meta_reg=True needs a GradientModulator and its optimiser")
+        self._sampler = sampler or MetaSampler()
+        self.regularizer = prompted_regularizer(model, modulator, self._sampler, self.settings) if meta_reg else None
+
+    @property
+    def sampler(self) -> MetaSampler:
+        """The meta step's source of random choices (its state is checkpointed)."""
+        return self._sampler
+
+    @sampler.setter
+    def sampler(self, sampler: MetaSampler) -> None:
+        self._sampler = sampler
+        if self.regularizer is not None:
+            self.regularizer.sampler = sampler
 
     def __call__(self, images: Tensor, labels: Tensor) -> StepMetrics:
+        """One iteration on a batch of images and labels (on the model's device)."""
         if not self.meta_reg:
             return self._plain_step(images, labels)
         teacher_image = self.model.teacher_image_features(images)
-        metrics = self._regularised_step(images, labels, teacher_image)
-        if torch.unique(labels).numel() >= 2:
-            metrics.meta_loss = self._meta_step(images, labels, teacher_image)
-            metrics.meta_ran = True
-        elif not self._warned_one_class:
-            self._warned_one_class = True
-            print(f"Warning: a training batch of {labels.numel()} image(s) holds a single class, so the meta step "
-                  f"is skipped for it (it needs >= 2 classes per batch: one query class, the rest support); only "
-                  f"the regularised step runs. If every batch is like this (one training class, or "
-                  f"DATALOADER.TRAIN_X.BATCH_SIZE 1) the run is not meta-regularised; the logged `meta` is the "
-                  f"fraction of batches where the meta step ran. (Shown once per run.)")
-        return metrics
+        return self.regularizer.step((images, teacher_image), labels, self.optim, self.optim_mod)
 
     def _plain_step(self, images: Tensor, labels: Tensor) -> StepMetrics:
         prompts = self.model.prompts()
         logits = self.model.logits(self.model.image_features(images, prompts), self.model.text_features(prompts))
         ce = F.cross_entropy(logits, labels)
-        _check_finite(ce, "cross-entropy")
+        check_finite(ce, "cross-entropy")
         self.optim.zero_grad(set_to_none=True)
         ce.backward()
         self.optim.step()
-        return StepMetrics(ce=ce.item())
+        return StepMetrics(ce=ce.item(), terms={"text": 0.0, "image": 0.0})
 
     def _regularised_step(self, images: Tensor, labels: Tensor, teacher_image: Tensor) -> StepMetrics:
-        ce, reg_text, reg_image = batch_losses(self.model, None, Batch(images, labels, teacher_image), self.settings)
-        _check_finite(ce, "cross-entropy")
-        grads, reg = split_gradients(ce, reg_text, reg_image, self.params, self.sides, create_graph=False)
-        with torch.no_grad():
-            modulated, gates = self.modulator(grads, reg)
-        self.optim.zero_grad(set_to_none=True)
-        for p, g in zip(self.params, modulated):
-            p.grad = g.to(p.dtype)
-        self.optim.step()
-        gate = torch.cat([g.flatten().float() for g in gates]).mean().item() if gates else 0.0
-        return StepMetrics(ce=ce.item(), reg_text=reg_text.item(), reg_image=reg_image.item(), gate=gate)
+        return self.regularizer.regularised_step((images, teacher_image), labels, self.optim)
 
-    def _meta_step(self, images: Tensor, labels: Tensor, teacher_image: Tensor) -> float:
-        query = labels == self.sampler.query_class(labels)
-        lam, partners = self.sampler.mixup(int(query.sum()), int((~query).sum()), images.device)
-        loss = meta_objective(self.model, self.modulator, dict(zip(self.names, self.params)),
-                              batch=Batch(images, labels, teacher_image), task=MetaTask(query, lam, partners),
-                              settings=self.settings)
-        _check_finite(loss, "meta (query) loss")
-        self.optim.zero_grad(set_to_none=True)
-        self.optim_mod.zero_grad(set_to_none=True)
-        (loss * self.settings.lr_ratio).backward()
-        self.optim.step()
-        self.optim_mod.step()
-        return loss.item()
+    def state_dict(self) -> Dict[str, Any]:
+        """Optimiser, modulator, modulator-optimiser and sampler states (the learner's tensors are the model's)."""
+        return {"optim": self.optim.state_dict(), "sampler": self.sampler.state_dict(),
+                "modulator": self.modulator.state_dict() if self.modulator is not None else None,
+                "optim_mod": self.optim_mod.state_dict() if self.optim_mod is not None else None}
 
-
-def _check_finite(loss: Tensor, what: str) -> None:
-    value = loss.detach()
-    if not torch.isfinite(value).all():
-        raise FloatingPointError(f"{what} is {value.item()}: training diverged")
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned (a modulator state must match this step's modulator)."""
+        if (state.get("modulator") is None) != (self.modulator is None):
+            raise ValueError("the saved step and this one differ in meta-regularisation (one has a gradient modulator, "
+                             "the other not): build the step with the same meta_reg")
+        self.optim.load_state_dict(state["optim"])
+        self.sampler.load_state_dict(state["sampler"])
+        if self.modulator is not None:
+            self.modulator.load_state_dict(state["modulator"])
+            self.optim_mod.load_state_dict(state["optim_mod"])
