@@ -127,6 +127,36 @@ def test_other_tokenizers_are_refused_naming_them(tmp_path):
         PromptedCLIP(model, build_learner("CoOp", build_clip("tiny")), NAMES, teacher_templates=None)
 
 
+@pytest.mark.parametrize("arch, text_ok, vision", [
+    ("ViT-B-16", True, "prompts"), ("ViT-H-14-378-quickgelu", True, "prompts"), ("ViT-bigG-14", True, "prompts"),
+    ("EVA02-B-16", True, "TimmModel"), ("convnext_base_w", True, "TimmModel"), ("PE-Core-B-16", True, "TimmModel"),
+    ("RN50-quickgelu", True, "ModifiedResNet"), ("ViT-B-16-SigLIP", False, "TimmModel"),
+    ("ViT-L-14-CLIPA", False, "prompts")])
+def test_open_clip_architectures_get_the_towers_the_readme_lists(arch, text_ok, vision):
+    """The README's table of open_clip families, checked on the real configs (models built on the meta device)."""
+    from prometar.backbone import INFO_ATTR, BackboneInfo
+    from prometar.open_clip_loader import OpenClipSpec, _instantiate, _tokenizer_of
+
+    cfg = oc_module.factory.get_model_config(arch)
+    with torch.device("meta"):
+        model = _instantiate(cfg, OpenClipSpec(arch, arch, None))
+    setattr(model, INFO_ATTR, BackboneInfo(arch, "open_clip", (224, 224), tokenizer=_tokenizer_of(cfg, arch)[0]))
+    if text_ok:
+        assert text_tower(model).prompt_problem() is None
+    else:
+        with pytest.raises(TowerNotSupported, match="tokenizer is HFTokenizer"):
+            text_tower(model)
+    tower = vision_tower(model)
+    assert tower.promptable if vision == "prompts" else (not tower.promptable and vision in tower.label)
+
+
+def test_coca_models_are_refused():
+    from prometar.open_clip_loader import OpenClipSpec, _instantiate
+
+    with pytest.raises(ClipLoadError, match="CoCa"):
+        _instantiate(oc_module.factory.get_model_config("coca_ViT-B-32"), OpenClipSpec("coca", "coca_ViT-B-32", None))
+
+
 # ----------------------------------------------------------------------------- open_clip names
 def test_local_folder_and_local_dir_forms_load_the_saved_model(open_clip_folders):
     for key, (saved, folder) in open_clip_folders.items():
@@ -343,3 +373,20 @@ def test_prompted_encoders_equal_a_hooked_library_forward(family, float64_openai
         assert rel_err(pc.text_features(prompts, double_diff=True), ref_text) <= 1e-10
         if not resnet:  # the prompts do change the features (the comparison is not vacuous)
             assert rel_err(image, model.encode_image(images)) > 1e-3
+
+
+# ----------------------------------------------------------------------------- the step-cost benchmark
+def test_step_cost_bench_takes_a_resnet_shape():
+    """`bench/step_cost.py --shape RN50 --learner CoOp` builds the shape's CLIP, no vision prompts (ResNet)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "step_cost.py"
+    spec = importlib.util.spec_from_file_location("bench_step_cost_backbones", path)
+    step_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_cost)
+    base = dict(n_cls=3, device="cpu", prec="fp32", amp_dtype="bf16", learner="CoOp", shape="tiny-rn", iters=1,
+                warmup=1, templates=1, threads=None, seed=0, flops=True, isolated=False)
+    result = step_cost.measure_variant(dict(base, variant="prometar"))
+    assert result["depth_vision"] == 0 and result["depth_text"] == 2 and result["gflop"] > 0
+    assert "RN50" in step_cost.parse_args(["--shape", "RN50"]).shape
