@@ -259,12 +259,33 @@ def _info(model: torch.nn.Module, spec: OpenClipSpec, cfg: dict, preprocess: dic
                         context_length=int(text.context_length), tokenizer=tokenizer, tokenizer_kwargs=kwargs)
 
 
+def _half_weights(model: torch.nn.Module) -> None:
+    """fp16 as OpenAI's and open_clip's own fp16 modes keep it: convolutions, linear layers, attention input
+    projections and the projection matrices in half, norms and embeddings in float32 (a timm image tower all in
+    half, as open_clip does). Written here because open_clip's `convert_weights_to_lp` fails on a text tower whose
+    projection is a biased linear layer."""
+    nn = torch.nn
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            module.half()
+        elif isinstance(module, nn.MultiheadAttention):
+            for name in ("in_proj_weight", "in_proj_bias"):
+                if getattr(module, name, None) is not None:
+                    getattr(module, name).data = getattr(module, name).data.half()
+    for owner, name in ((getattr(model, "text", model), "text_projection"), (model.visual, "proj")):
+        value = getattr(owner, name, None)
+        if isinstance(value, nn.Parameter):
+            value.data = value.data.half()
+    if type(model.visual).__name__ == "TimmModel":
+        model.visual.half()
+
+
 def load_open_clip(name: str, device: Union[str, torch.device] = "cpu", precision: str = "fp32",
                    allow_download: bool = False) -> torch.nn.Module:
     """Load a frozen, eval-mode open_clip model (see the module docstring) with its `BackboneInfo` attached.
 
-    precision: "fp16" converts weights as open_clip's own fp16 mode does (`convert_weights_to_lp`; a timm image
-    tower entirely); "fp32" and "amp" keep float32.
+    precision: "fp16" keeps linear, convolution and attention weights and the projections in half (`_half_weights`);
+    "fp32" and "amp" keep float32.
     """
     oc = open_clip()
     spec = resolve_open_clip(name, allow_download=allow_download)
@@ -277,9 +298,7 @@ def load_open_clip(name: str, device: Union[str, torch.device] = "cpu", precisio
                             f"{type(exc).__name__}: {str(exc)[:600]}") from exc
     info = _info(model, spec, cfg, preprocess)
     if precision == "fp16":
-        oc.model.convert_weights_to_lp(model, torch.float16)
-        if type(model.visual).__name__ == "TimmModel":
-            model.visual.half()
+        _half_weights(model)
     model.requires_grad_(False)
     setattr(model, INFO_ATTR, info)
     return model.to(device).eval()

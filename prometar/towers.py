@@ -98,8 +98,9 @@ def _mha_block(block: nn.Module) -> bool:
 def _run_block(block: nn.Module, x: Tensor, causal: bool, double_diff: bool) -> Tensor:
     """open_clip's ResidualAttentionBlock (LayerScale `ls_1` / `ls_2` when present), batch-first."""
     ls_1, ls_2 = getattr(block, "ls_1", nn.Identity()), getattr(block, "ls_2", nn.Identity())
-    x = x + ls_1(attention(block.attn, layer_norm(block.ln_1, x), causal, double_diff))
-    return x + ls_2(block.mlp(layer_norm(block.ln_2, x)))
+    # (LayerScale's float32 gamma would promote half activations: keep the stream's dtype)
+    x = x + ls_1(attention(block.attn, layer_norm(block.ln_1, x), causal, double_diff)).to(x.dtype)
+    return x + ls_2(block.mlp(layer_norm(block.ln_2, x))).to(x.dtype)
 
 
 def _place_text(x: Tensor, ctx: Optional[Tensor]) -> Tensor:

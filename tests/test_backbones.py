@@ -266,6 +266,25 @@ def test_tokenizer_and_context_length_come_from_the_model(open_clip_folders):
         pc.set_classnames(["word " * 40])
 
 
+@pytest.mark.parametrize("precision", ["fp16", "amp"])
+def test_open_clip_low_precision_paths_run_and_track_fp32(open_clip_folders, precision):
+    folder = str(open_clip_folders["variant"][1])
+    low, ref = load_clip(folder, precision=precision), load_clip(folder, precision="fp32")
+    assert (low.text.transformer.resblocks[0].attn.in_proj_weight.dtype == torch.float16) == (precision == "fp16")
+    models = []
+    for model, prec in ((ref, "fp32"), (low, precision)):
+        torch.manual_seed(0)
+        learner = build_learner("IVLP", model, depth_text=2, depth_vision=2)
+        models.append(PromptedCLIP(model, learner, NAMES, precision=prec, amp_dtype="bf16", teacher_templates=None))
+    images = torch.randn(2, 3, 32, 32)
+    logits = models[1](images)
+    assert logits.dtype == torch.float32
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in models[1].prompt_learner.parameters())
+    with torch.no_grad():
+        assert rel_err(models[1].text_features(models[1].prompts()), models[0].text_features(models[0].prompts())) < 0.05
+
+
 # ----------------------------------------------------------------------------- exactness per family
 @pytest.fixture
 def float64_openai_layer_norm(monkeypatch):
