@@ -298,13 +298,17 @@ def _family_model(family):
         return build_clip("tiny", seed=5)
     if family == "openai-resnet":
         return build_clip("tiny-rn", seed=5)
+    if family.startswith("open_clip-pool-"):  # the other text poolings open_clip offers (causal attention)
+        cfg = json.loads(json.dumps(OPEN_CLIP_VIT))
+        cfg["text_cfg"].update(pool_type=family.rsplit("-", 1)[1], eos_id=49407)
+        return open_clip_model(cfg, seed=5)
     return open_clip_model(OPEN_CLIP_VIT if family == "open_clip-vit" else OPEN_CLIP_VARIANT, seed=5)
 
 
 FAMILIES = ["openai-vit", "openai-resnet", "open_clip-vit", "open_clip-variant"]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + ["open_clip-pool-eos", "open_clip-pool-first"])
 def test_no_prompts_equal_the_librarys_own_encoders(family, float64_openai_layer_norm):
     model = _family_model(family).double()
     with torch.no_grad():
