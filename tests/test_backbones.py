@@ -413,3 +413,15 @@ def test_step_cost_bench_takes_a_resnet_shape():
     result = step_cost.measure_variant(dict(base, variant="prometar"))
     assert result["depth_vision"] == 0 and result["depth_text"] == 2 and result["gflop"] > 0
     assert "RN50" in step_cost.parse_args(["--shape", "RN50"]).shape
+
+
+def test_python_api_takes_every_backbone_name(open_clip_folders, openai_files):
+    """`prometar.create_model` / `create_step` with an open_clip folder name and an OpenAI ResNet file."""
+    import prometar
+
+    for name, learner in ((f"local-dir:{open_clip_folders['variant'][1]}", "IVLP"), (str(openai_files["rn"]), "CoOp")):
+        options = dict(depth_text=1, depth_vision=1) if learner == "IVLP" else {}
+        model = prometar.create_model(name, NAMES, learner=learner, **options)
+        step = prometar.create_step(model, seed=0)
+        metrics = step(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
+        assert metrics.meta_ran and all(torch.isfinite(p).all() for p in model.prompt_learner.parameters())
