@@ -25,7 +25,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "submitit>=1.5"],
+        # open_clip models (MODEL.BACKBONE.NAME open_clip:..., hf-hub:..., local folders); tested with 3.3
+        "open_clip": ["open_clip_torch>=3.3"],
+        "test": ["pytest>=7", "submitit>=1.5", "open_clip_torch>=3.3"],
         "data": ["gdown", "scipy"],
         "slurm": ["submitit>=1.5"],
     },

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Cost of one ProMetaR iteration vs a plain prompt-learner step: time, peak memory, FLOPs.
 
-Setting: CLIP of `--shape` (default ViT-B/16) with random weights, the official prompt configuration (4 text +
-4 vision context tokens, depth 9 / 9 clamped to the shape's layer count, CTX_INIT "a photo of a"), prompt SGD
+Setting: CLIP of `--shape` (default ViT-B/16; every OpenAI name, e.g. ViT-L/14, or RN50 with `--learner CoOp`)
+with random weights, the official prompt configuration (4 text + 4 vision context tokens, depth 9 / 9 clamped to
+the shape's layer count: 0 for a ResNet image tower, CTX_INIT "a photo of a"), prompt SGD
 lr 0.0025 momentum 0.9 weight decay 5e-4, modulator SGD lr 2.5e-4 (same momentum / decay), ADAPT_LR 5e-4,
 LR_RATIO 5e-4, DIM_RATE 8, second-order meta step; a batch of 4 random images at the model's resolution with
 4 distinct labels out of N classes (cycled when N < 4), the same batch for every variant.
@@ -25,6 +26,7 @@ ivlp_s; prometar GFLOP/s >= 0.67 x ivlp GFLOP/s.
 
     python bench/step_cost.py --json bench/results/step_cost_cpu.json
     python bench/step_cost.py --device cuda --prec fp16 --json bench/results/step_cost_cuda_fp16.json
+    python bench/step_cost.py --shape RN50 --learner CoOp --json bench/results/step_cost_cpu_fp32_rn50.json
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ from prometar.learners import LEARNERS, build_learner  # noqa: E402
 from prometar.meta import GradientModulator, MetaSampler, ProMetaRStep  # noqa: E402
 from prometar.model import PromptedCLIP  # noqa: E402
 from prometar.templates import IMAGENET_TEMPLATES  # noqa: E402
+from prometar.towers import text_tower, vision_tower  # noqa: E402
 
 VARIANTS = ("ivlp", "reg", "prometar")
 DEFAULT_N_CLS = (10, 100)
@@ -97,8 +100,8 @@ def _build(spec: Dict, device: torch.device):
 
         convert_weights(clip_model)
     clip_model = clip_model.to(device)
-    depth_t = min(OFFICIAL["depth_text"], len(clip_model.transformer.resblocks))
-    depth_v = min(OFFICIAL["depth_vision"], len(clip_model.visual.transformer.resblocks))
+    depth_t = min(OFFICIAL["depth_text"], text_tower(clip_model).n_blocks)
+    depth_v = min(OFFICIAL["depth_vision"], vision_tower(clip_model).n_blocks)  # 0: a ResNet takes no prompts
     torch.manual_seed(seed)  # learner init
     options = dict(n_ctx_text=OFFICIAL["n_ctx_text"], n_ctx_vision=OFFICIAL["n_ctx_vision"], depth_text=depth_t,
                    depth_vision=depth_v, ctx_init=OFFICIAL["ctx_init"])

@@ -80,7 +80,7 @@ def create_model(clip_model: Union[nn.Module, PathLike, None] = None, classnames
         raise ValueError("create_model needs a CLIP (a model, or a name / path for load_clip) or a config")
     if not isinstance(clip_model, nn.Module):
         clip_model = load_clip(clip_model, device="cpu", precision=precision)
-    target = torch.device(device) if device is not None else clip_model.token_embedding.weight.device
+    target = torch.device(device) if device is not None else clip_model.logit_scale.device  # any CLIP family
     prompt_learner = build_learner(learner or "IVLP", clip_model, **learner_options)
     return PromptedCLIP(clip_model.to(target), prompt_learner.to(target), classnames, precision=precision,
                         amp_dtype=amp_dtype)

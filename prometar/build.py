@@ -22,9 +22,36 @@ from .engine.runfolder import RunFolder
 from .learners import LEARNERS, build_learner, official_key, official_to_ivlp_state_dict
 from .meta import GradientModulator, MetaSampler, ProMetaRStep
 from .model import PromptedCLIP
+from .towers import backbone_info
 
 __all__ = ["TrainerParts", "build_trainer_parts", "build_prompted_clip", "build_step", "pick_device",
-           "load_learner_state", "load_trained_weights", "is_official_state", "state_mismatch", "MODEL_NAME", "MODULATOR_NAME"]
+           "load_learner_state", "load_trained_weights", "is_official_state", "state_mismatch", "check_input_config",
+           "MODEL_NAME", "MODULATOR_NAME"]
+
+
+def _differs(have: Sequence[float], want: Sequence[float]) -> bool:
+    return len(have) != len(want) or any(abs(float(a) - float(b)) > 1e-6 for a, b in zip(have, want))
+
+
+def check_input_config(cfg: Any, clip_model: nn.Module) -> None:
+    """INPUT.SIZE, and with the `normalize` transform INPUT.PIXEL_MEAN / PIXEL_STD, must be the model's own
+    (`prometar.towers.backbone_info`: OpenAI's values, or an open_clip model's preprocessing config). A ValueError
+    names every differing key with the config's and the model's value, and the command-line opts that fix them."""
+    info = backbone_info(clip_model)
+    size = tuple(cfg.INPUT.SIZE)
+    wrong = []
+    if (size[0], size[-1]) != tuple(info.image_size):
+        wrong.append(("INPUT.SIZE", size, tuple(info.image_size), f'"{tuple(info.image_size)}"'))
+    if "normalize" in cfg.INPUT.TRANSFORMS:
+        for key, want in (("INPUT.PIXEL_MEAN", info.mean), ("INPUT.PIXEL_STD", info.std)):
+            have = list(cfg.INPUT[key.split(".")[1]])
+            if _differs(have, want):
+                wrong.append((key, have, list(want), f'"{list(want)}"'))
+    if wrong:
+        lines = "; ".join(f"{key} is {have} but the model expects {want}" for key, have, want, _ in wrong)
+        fix = " ".join(f"{key} {value}" for key, _, _, value in wrong)
+        raise ValueError(f"the input config does not match the CLIP of MODEL.BACKBONE.NAME {cfg.MODEL.BACKBONE.NAME}: "
+                         f"{lines}. Add to the command line (or the config file): {fix}")
 
 def build_prompted_clip(cfg: Any, classnames: Sequence[str], device: torch.device, verbose: bool = True) -> PromptedCLIP:
     """Load CLIP (MODEL.BACKBONE.NAME), build the learner (TRAINER.PROMETAR.*) and the prompted model."""
@@ -34,11 +61,7 @@ def build_prompted_clip(cfg: Any, classnames: Sequence[str], device: torch.devic
     if verbose:
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
     clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, device="cpu", precision=p.PREC)
-    size = tuple(cfg.INPUT.SIZE)
-    res = clip_model.visual.input_resolution
-    if size[0] != res or size[-1] != res:
-        raise ValueError(f"INPUT.SIZE {size} must equal the CLIP input resolution ({res}, {res}) of "
-                         f"{cfg.MODEL.BACKBONE.NAME}")
+    check_input_config(cfg, clip_model)
     learner = build_learner(p.LEARNER, clip_model, **LEARNERS[p.LEARNER].options_from(p))
     clip_model = clip_model.to(device)
     learner = learner.to(device)

@@ -1,11 +1,13 @@
-"""Resolve and load OpenAI CLIP weights offline-first; build small CLIPs for tests.
+"""Resolve and load CLIP weights offline-first; build small CLIPs for tests.
 
-`load_clip("ViT-B/16")` looks for OpenAI's file name (`ViT-B-16.pt`) in the cache folder
-(`$PROMETAR_CLIP_CACHE`, else `~/.cache/clip`, where `clip.load` also puts it); `load_clip(path)` reads an
-OpenAI TorchScript archive or a plain state-dict file. Nothing is downloaded unless `allow_download=True`
-(or `PROMETAR_ALLOW_DOWNLOAD=1`). The model is the unmodified `clip.model.CLIP` of OpenAI's `clip` package, read
-through `openai_clip()` (never through `import clip`, which inside a MaPLe / PromptSRC / official ProMetaR checkout
-gives that repository's modified fork).
+`load_clip("ViT-B/16")` (any OpenAI name: RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16, ViT-L/14,
+ViT-L/14@336px) looks for OpenAI's file name (`ViT-B-16.pt`) in the cache folder (`$PROMETAR_CLIP_CACHE`, else
+`~/.cache/clip`, where `clip.load` also puts it); `load_clip(path)` reads an OpenAI TorchScript archive or a plain
+state-dict file (ViT or ResNet). open_clip models (`open_clip:ARCH/PRETRAINED`, `open_clip:ARCH/FILE`,
+`hf-hub:ORG/NAME`, `local-dir:FOLDER` or a folder) are loaded by `prometar.open_clip_loader`. Nothing is downloaded
+unless `allow_download=True` (or `PROMETAR_ALLOW_DOWNLOAD=1`). An OpenAI model is the unmodified
+`clip.model.CLIP` of OpenAI's `clip` package, read through `openai_clip()` (never through `import clip`, which
+inside a MaPLe / PromptSRC / official ProMetaR checkout gives that repository's modified fork).
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from typing import Dict, Optional, Union
 
 import torch
 
+from .backbone import CACHE_ENV, DOWNLOAD_ENV, INFO_ATTR, BackboneInfo, ClipLoadError, clip_cache_dir
 from .io import atomic_write
-
+from .open_clip_loader import is_open_clip_name, load_open_clip, resolve_open_clip
 
 
 def openai_clip():
@@ -55,10 +58,8 @@ __all__ = [
     "clip_architecture",
 ]
 
-CACHE_ENV = "PROMETAR_CLIP_CACHE"
-DOWNLOAD_ENV = "PROMETAR_ALLOW_DOWNLOAD"
 
-#: Architecture hyper-parameters of OpenAI's ViT CLIPs (and small shapes for tests).
+#: Architecture hyper-parameters of OpenAI's CLIPs, by OpenAI's model names (and small shapes for tests).
 CLIP_SHAPES: Dict[str, dict] = {
     "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
                      vision_patch_size=16, context_length=77, vocab_size=49408,
@@ -77,18 +78,27 @@ CLIP_SHAPES: Dict[str, dict] = {
 }
 
 CLIP_SHAPES["ViT-B/32"] = dict(CLIP_SHAPES["ViT-B/16"], vision_patch_size=32)
+CLIP_SHAPES["ViT-L/14@336px"] = dict(CLIP_SHAPES["ViT-L/14"], image_resolution=336)
+
+
+def _resnet_shape(embed_dim: int, resolution: int, layers: tuple, width: int, text_width: int) -> dict:
+    return dict(embed_dim=embed_dim, image_resolution=resolution, vision_layers=layers, vision_width=width,
+                vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=text_width,
+                transformer_heads=text_width // 64, transformer_layers=12)
+
+
+CLIP_SHAPES.update({
+    "RN50": _resnet_shape(1024, 224, (3, 4, 6, 3), 64, 512),
+    "RN101": _resnet_shape(512, 224, (3, 4, 23, 3), 64, 512),
+    "RN50x4": _resnet_shape(640, 288, (4, 6, 10, 6), 80, 640),
+    "RN50x16": _resnet_shape(768, 384, (6, 8, 18, 8), 96, 768),
+    "RN50x64": _resnet_shape(1024, 448, (3, 15, 36, 10), 128, 1024),
+    # A small ResNet CLIP for tests: one bottleneck per stage, 32 px (a 1 x 1 grid for the attention pool).
+    "tiny-rn": dict(_resnet_shape(32, 32, (1, 1, 1, 1), 8, 64), transformer_layers=2),
+})
 
 #: Models shipped inside the package (see `prometar/world.py`).
 BUNDLED_MODELS = {"prometar-world": "world_clip.pt"}
-
-
-class ClipLoadError(RuntimeError):
-    """CLIP weights could not be found or read."""
-
-
-def clip_cache_dir() -> Path:
-    """Folder searched for OpenAI weight files: `$PROMETAR_CLIP_CACHE`, else `~/.cache/clip`."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "clip").expanduser()
 
 
 def _openai_file_name(name: str) -> str:
@@ -96,15 +106,22 @@ def _openai_file_name(name: str) -> str:
     return os.path.basename(url)
 
 
+def _download_allowed(allow_download: Optional[bool]) -> bool:
+    if allow_download is None:
+        return os.environ.get(DOWNLOAD_ENV, "") not in ("", "0", "false", "False")
+    return bool(allow_download)
+
+
 def resolve_clip_path(name_or_path: Union[str, os.PathLike], cache_dir: Optional[Union[str, os.PathLike]] = None,
                       allow_download: Optional[bool] = None) -> Path:
-    """Return the weights file for an OpenAI model name, a bundled model name or a path.
+    """Return the weights file for an OpenAI model name, a bundled model name, an open_clip name or a path.
 
     Raises `ClipLoadError` naming every path tried and how to provide the file.
     """
     text = str(name_or_path)
-    if allow_download is None:
-        allow_download = os.environ.get(DOWNLOAD_ENV, "") not in ("", "0", "false", "False")
+    allow_download = _download_allowed(allow_download)
+    if is_open_clip_name(text):
+        return resolve_open_clip(text, allow_download=allow_download).weights
     if text in BUNDLED_MODELS:
         path = Path(__file__).parent / "assets" / BUNDLED_MODELS[text]
         if not path.is_file():
@@ -129,7 +146,8 @@ def resolve_clip_path(name_or_path: Union[str, os.PathLike], cache_dir: Optional
         return path
     known = ", ".join(list(clip.clip._MODELS) + list(BUNDLED_MODELS))
     raise ClipLoadError(f"CLIP weights not found: {text!r} is neither an existing file (tried {path.resolve()}) "
-                        f"nor a known model name ({known}).")
+                        f"nor a known model name ({known}; open_clip models: open_clip:ARCH/PRETRAINED, "
+                        f"open_clip:ARCH/FILE, hf-hub:ORG/NAME, local-dir:FOLDER).")
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -170,7 +188,7 @@ def _read_state_dict(path: Path) -> dict:
 
 #: Entries of OpenAI's state dicts that are not tensors of the model.
 _META_KEYS = ("input_resolution", "context_length", "vocab_size")
-_BLOCK = re.compile(r"^((?:visual\.)?transformer\.resblocks\.\d+)\.")
+_BLOCK = re.compile(r"^((?:visual\.)?transformer\.resblocks\.\d+|visual\.layer\d\.\d+)\.")
 
 
 def _summarize_keys(keys, limit: int = 8) -> str:
@@ -196,43 +214,45 @@ def _depth(state: dict, prefix: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
+def _vision_architecture(state: dict) -> dict:
+    """Vision keyword arguments of `clip.model.CLIP`: a ViT when `visual.proj` is present, else a ResNet."""
+    if "visual.proj" in state or ("visual.conv1.weight" in state and "visual.layer1.0.conv1.weight" not in state):
+        conv = state["visual.conv1.weight"]
+        grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        return dict(image_resolution=conv.shape[-1] * grid, vision_layers=_depth(state, "visual.transformer.resblocks."),
+                    vision_width=conv.shape[0], vision_patch_size=conv.shape[-1])
+    output_width = round((state["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+    return dict(image_resolution=output_width * 32, vision_layers=tuple(_depth(state, f"visual.layer{b}.") for b in (1, 2, 3, 4)),
+                vision_width=state["visual.layer1.0.conv1.weight"].shape[0], vision_patch_size=None)
+
+
 def clip_architecture(state: dict) -> dict:
-    """The `clip.model.CLIP` keyword arguments a ViT CLIP state dict implies (as OpenAI's `build_model` derives
-    them, except that the depth is the highest block index + 1, so a missing block is reported, not dropped).
+    """The `clip.model.CLIP` keyword arguments a ViT or ResNet CLIP state dict implies (as OpenAI's `build_model`
+    derives them, except that depths are the highest block index + 1, so a missing block is reported, not dropped).
 
     Raises `KeyError` naming an absent key that the derivation needs."""
-    vision_layers = _depth(state, "visual.transformer.resblocks.")
-    text_layers = _depth(state, "transformer.resblocks.")
-    conv = state["visual.conv1.weight"]
-    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     width = state["ln_final.weight"].shape[0]
-    return dict(embed_dim=state["text_projection"].shape[1], image_resolution=conv.shape[-1] * grid,
-                vision_layers=vision_layers, vision_width=conv.shape[0], vision_patch_size=conv.shape[-1],
+    return dict(embed_dim=state["text_projection"].shape[1], **_vision_architecture(state),
                 context_length=state["positional_embedding"].shape[0], vocab_size=state["token_embedding.weight"].shape[0],
-                transformer_width=width, transformer_heads=width // 64, transformer_layers=text_layers)
+                transformer_width=width, transformer_heads=width // 64,
+                transformer_layers=_depth(state, "transformer.resblocks."))
 
 
-def _expected_text_layers(vision_layers: int) -> int:
+def _expected_text_layers(vision_layers) -> Optional[int]:
     """Text depth of a complete CLIP with this vision depth: OpenAI's ViT-L/14 pairs 24 vision blocks with 12 text
-    blocks; every other OpenAI ViT CLIP, and every CLIP this project builds, has towers of equal depth."""
+    blocks; every other OpenAI ViT CLIP, and every ViT CLIP this project builds, has towers of equal depth. None for
+    a ResNet (its text depth is not implied by the vision tower)."""
+    if isinstance(vision_layers, (tuple, list)):
+        return None
     return 12 if vision_layers == 24 else vision_layers
 
 
-def check_complete_clip(state: dict, path: Union[str, os.PathLike] = "<state dict>") -> dict:
-    """Refuse a state dict that is not a complete OpenAI ViT CLIP; return its architecture (`clip_architecture`).
-
-    Compares the keys and shapes with those of the CLIP the state dict implies, and the depth of the two
-    towers with each other (a CLIP whose last text block was removed would otherwise load as a shallower
-    model). Raises `ClipLoadError` naming `path` and the missing, unexpected and misshapen keys.
-    """
-    try:
-        arch = clip_architecture(state)
-    except KeyError as exc:
-        raise ClipLoadError(f"{path} is not a complete OpenAI CLIP state dict: key {exc.args[0]!r} is missing "
-                            f"(keys present: {_summarize_keys(state)}). Re-create or re-download the file.") from None
-    notes = []
-    full = dict(arch)
+def _depth_notes(arch: dict) -> tuple:
+    """(architecture of the complete CLIP, notes) when one tower of a ViT CLIP is shallower than the other implies."""
+    full, notes = dict(arch), []
     text_expected = _expected_text_layers(arch["vision_layers"])
+    if text_expected is None:
+        return full, notes
     if arch["transformer_layers"] < text_expected:
         full["transformer_layers"] = text_expected
         notes.append(f"its text tower has {arch['transformer_layers']} blocks but its {arch['vision_layers']}-block "
@@ -242,6 +262,23 @@ def check_complete_clip(state: dict, path: Union[str, os.PathLike] = "<state dic
         notes.append(f"its vision tower has {arch['vision_layers']} blocks but its text tower has "
                      f"{arch['transformer_layers']} (OpenAI's ViT CLIPs have towers of equal depth, or 24 vision "
                      f"and 12 text blocks)")
+    return full, notes
+
+
+def check_complete_clip(state: dict, path: Union[str, os.PathLike] = "<state dict>") -> dict:
+    """Refuse a state dict that is not a complete OpenAI CLIP (ViT or ResNet); return its architecture
+    (`clip_architecture`).
+
+    Compares the keys and shapes with those of the CLIP the state dict implies, and for a ViT the depth of the two
+    towers with each other (a CLIP whose last text block was removed would otherwise load as a shallower
+    model). Raises `ClipLoadError` naming `path` and the missing, unexpected and misshapen keys.
+    """
+    try:
+        arch = clip_architecture(state)
+    except KeyError as exc:
+        raise ClipLoadError(f"{path} is not a complete OpenAI CLIP state dict: key {exc.args[0]!r} is missing "
+                            f"(keys present: {_summarize_keys(state)}). Re-create or re-download the file.") from None
+    full, notes = _depth_notes(arch)
     with torch.device("meta"):
         reference = CLIP(**full).state_dict()
     present = {k: v for k, v in state.items() if k not in _META_KEYS}
@@ -258,24 +295,33 @@ def check_complete_clip(state: dict, path: Union[str, os.PathLike] = "<state dic
         if misshapen:
             parts.append(f"misshapen: {', '.join(misshapen[:8])}" + (" ..." if len(misshapen) > 8 else ""))
         raise ClipLoadError(f"{path} is not a complete OpenAI CLIP state dict: {'; '.join(parts)}. Re-create or "
-                            f"re-download the file (prometar loads only unmodified OpenAI ViT CLIPs).")
+                            f"re-download the file (prometar loads only unmodified OpenAI CLIPs).")
     return arch
+
+
+def openai_backbone_info(model: CLIP, name: str) -> BackboneInfo:
+    """`BackboneInfo` of an OpenAI CLIP: its input resolution, OpenAI's normalisation and tokenizer."""
+    res = int(model.visual.input_resolution)
+    return BackboneInfo(name=name, family="openai", image_size=(res, res), context_length=int(model.context_length))
 
 
 def load_clip(name_or_path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
               precision: str = "fp16", cache_dir: Optional[Union[str, os.PathLike]] = None,
-              allow_download: Optional[bool] = None) -> CLIP:
-    """Load a frozen, eval-mode `clip.model.CLIP`.
+              allow_download: Optional[bool] = None) -> torch.nn.Module:
+    """Load a frozen, eval-mode CLIP: OpenAI's `clip.model.CLIP` for OpenAI names, files and bundled models, an
+    open_clip model for open_clip names (`prometar.open_clip_loader`). The model carries a `BackboneInfo`
+    (`prometar.backbone`): input size, normalisation, tokenizer.
 
     precision: "fp16" keeps OpenAI's half weights (linear, conv, attention, projections); "fp32" and "amp"
     convert the whole model to float32. All parameters have `requires_grad=False`.
     """
     if precision not in ("fp16", "fp32", "amp"):
         raise ValueError(f"precision must be one of fp16, fp32, amp; got {precision!r}")
+    if is_open_clip_name(str(name_or_path)):
+        return load_open_clip(str(name_or_path), device=device, precision=precision,
+                              allow_download=_download_allowed(allow_download))
     path = resolve_clip_path(name_or_path, cache_dir=cache_dir, allow_download=allow_download)
     state = _read_state_dict(path)
-    if "visual.proj" not in state:
-        raise ClipLoadError(f"{path} holds a ResNet CLIP; only ViT CLIPs (visual.proj) are supported by the prompting code.")
     check_complete_clip(state, path)
     try:
         model = build_model(dict(state))
@@ -284,22 +330,32 @@ def load_clip(name_or_path: Union[str, os.PathLike], device: Union[str, torch.de
     if precision != "fp16":
         model = model.float()
     model.requires_grad_(False)
+    setattr(model, INFO_ATTR, openai_backbone_info(model, str(name_or_path)))
     return model.to(device).eval()
 
 
-def build_clip(shape: Union[str, dict] = "tiny", seed: int = 0, **overrides) -> CLIP:
-    """A randomly initialised `clip.model.CLIP` of a named shape (see `CLIP_SHAPES`) or explicit kwargs, fp32."""
-    kwargs = dict(CLIP_SHAPES[shape]) if isinstance(shape, str) else dict(shape)
-    kwargs.update(overrides)
-    for key in ("vision_width", "transformer_width"):
-        if kwargs[key] % 64:
-            raise ValueError(f"{key}={kwargs[key]} must be a multiple of 64: OpenAI's loader derives heads as width // 64")
+def _check_shape(kwargs: dict) -> None:
+    """Refuse shapes whose saved file OpenAI's `build_model` would rebuild differently."""
+    resnet = isinstance(kwargs["vision_layers"], (tuple, list))
+    vision_unit = 2 if resnet else 64  # ResNet attention-pool heads: width * 32 // 64; ViT heads: width // 64
+    if kwargs["vision_width"] % vision_unit or kwargs["transformer_width"] % 64:
+        raise ValueError(f"vision_width={kwargs['vision_width']} must be a multiple of {vision_unit} and "
+                         f"transformer_width={kwargs['transformer_width']} of 64: OpenAI's loader derives the heads")
     if kwargs["transformer_heads"] != kwargs["transformer_width"] // 64:
         raise ValueError(f"transformer_heads={kwargs['transformer_heads']} must equal transformer_width // 64 "
                          f"= {kwargs['transformer_width'] // 64} for the saved file to load with OpenAI's builder")
-    if kwargs["transformer_layers"] != _expected_text_layers(kwargs["vision_layers"]):
+    expected = _expected_text_layers(kwargs["vision_layers"])
+    if expected is not None and kwargs["transformer_layers"] != expected:
         raise ValueError(f"transformer_layers={kwargs['transformer_layers']} with vision_layers={kwargs['vision_layers']}: "
                          f"load_clip accepts only OpenAI's tower depths (equal, or 24 vision / 12 text blocks)")
+
+
+def build_clip(shape: Union[str, dict] = "tiny", seed: int = 0, **overrides) -> CLIP:
+    """A randomly initialised `clip.model.CLIP` of a named shape (see `CLIP_SHAPES`) or explicit kwargs, fp32.
+    A tuple `vision_layers` gives OpenAI's ResNet image tower (`ModifiedResNet`)."""
+    kwargs = dict(CLIP_SHAPES[shape]) if isinstance(shape, str) else dict(shape)
+    kwargs.update(overrides)
+    _check_shape(kwargs)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:

@@ -13,6 +13,10 @@ holds the learner class and its options (keyword -> config key under TRAINER.PRO
 Each learner declares, per trainable tensor, which regulariser's gradient modulates it (`side`: "text" or
 "vision") and the block size the gradient modulator works on (`block`: the whole tensor for prompt tokens, one
 row for projection matrices), so the meta-regularisation is independent of the learner.
+
+Each learner also declares the towers it puts prompts into (`text_prompts`, `vision_prompts`); building one on a
+model whose tower cannot take them (e.g. deep vision prompts in a ResNet, `prometar.towers`) raises
+`TowerNotSupported` naming the tower and the learners that work with that model (`learners_for`).
 """
 from __future__ import annotations
 
@@ -23,11 +27,14 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
+from .backbone import TowerNotSupported
 from .prompting import PromptSet
 from .registry import Registry
+from .towers import text_tower, vision_tower
 
 __all__ = ["TensorSpec", "PromptLearner", "IVLPLearner", "CoOpLearner", "VPTLearner", "MaPLeLearner",
-           "LEARNERS", "build_learner", "text_context_init", "official_key", "official_to_ivlp_state_dict"]
+           "LEARNERS", "build_learner", "text_context_init", "official_key", "official_to_ivlp_state_dict",
+           "learners_for"]
 
 
 @dataclass(frozen=True)
@@ -48,20 +55,19 @@ _INIT = {"ctx_init": "CTX_INIT"}
 
 def text_context_init(clip_model: nn.Module, n_ctx: int, ctx_init: str, generator: Optional[torch.Generator] = None):
     """Layer-0 text context as in CoOp/IVLP: the first `n_ctx` word embeddings of `ctx_init` when it is given
-    and n_ctx <= 4, else N(0, 0.02^2) with "X X ... X" placeholder text. Returns (vectors, prompt_prefix)."""
-    from .clip_loader import openai_clip
-
-    clip = openai_clip()
-    width = clip_model.ln_final.weight.shape[0]
+    and n_ctx <= 4, else N(0, 0.02^2) with "X X ... X" placeholder text. Returns (vectors, prompt_prefix).
+    Tokenizer and embeddings are the model's own (`prometar.towers.text_tower`)."""
+    tower = text_tower(clip_model)
+    width = tower.width
     ctx_init = (ctx_init or "").replace("_", " ").strip()
     if ctx_init and n_ctx <= 4:
-        tokens = clip.tokenize(ctx_init)
+        tokens = tower.tokenize([ctx_init])
         n_words = int(tokens.argmax(-1)) - 1
         if n_words < n_ctx:
             raise ValueError(f"CTX_INIT {ctx_init!r} has {n_words} tokens but N_CTX_TEXT is {n_ctx}: give at least "
                              f"{n_ctx} words or leave CTX_INIT empty for random init")
         with torch.no_grad():
-            emb = clip_model.token_embedding(tokens.to(clip_model.token_embedding.weight.device))
+            emb = tower.embed(tokens)
         return emb[0, 1:1 + n_ctx].float().cpu().clone(), ctx_init
     vectors = torch.empty(n_ctx, width).normal_(0.0, 0.02, generator=generator)
     return vectors, " ".join(["X"] * n_ctx)
@@ -77,6 +83,8 @@ class PromptLearner(nn.Module):
 
     prompt_prefix: str = "a photo of a"
     n_ctx_text: int = 0
+    text_prompts: bool = True     # puts prompts into the text tower
+    vision_prompts: bool = False  # puts prompts into the image tower
 
     def forward(self) -> PromptSet:  # pragma: no cover - abstract
         """The prompts of every layer, from the learner's tensors."""
@@ -89,7 +97,7 @@ class PromptLearner(nn.Module):
     def _init_text_prompts(self, clip_model: nn.Module, n_ctx: int, depth: int, ctx_init: str) -> None:
         """`self.text`: the layer-0 context (`text_context_init` rule) and depth - 1 deeper N(0, 0.02^2) prompts."""
         ctx, self.prompt_prefix = text_context_init(clip_model, n_ctx, ctx_init)
-        width = clip_model.ln_final.weight.shape[0]
+        width = text_tower(clip_model).width
         self.n_ctx_text = n_ctx
         self.text = nn.ParameterList([nn.Parameter(ctx)] + [_normal(n_ctx, width) for _ in range(depth - 1)])
 
@@ -109,16 +117,17 @@ def _prompt_specs(params: nn.ParameterList, prefix: str, side: str) -> List[Tens
 class IVLPLearner(PromptLearner):
     """Independent deep vision and language prompts (the learner of the official ProMetaR)."""
 
+    vision_prompts = True
+
     def __init__(self, clip_model: nn.Module, n_ctx_text: int = 4, n_ctx_vision: int = 4, depth_text: int = 9,
                  depth_vision: int = 9, ctx_init: str = "a photo of a"):
         super().__init__()
         if depth_text < 1:
             raise ValueError(f"IVLP needs PROMPT_DEPTH_TEXT >= 1, got {depth_text} (use LEARNER VPT for vision only)")
-        _check_depth(clip_model, depth_text, depth_vision)
+        _check_depth(clip_model, depth_text, depth_vision if n_ctx_vision > 0 else 0, "IVLP")
         self._init_text_prompts(clip_model, n_ctx_text, depth_text, ctx_init)
-        width_v = clip_model.visual.conv1.weight.shape[0]
-        self.vision = nn.ParameterList([_normal(n_ctx_vision, width_v) for _ in range(depth_vision)]) \
-            if n_ctx_vision > 0 else nn.ParameterList()
+        self.vision = nn.ParameterList([_normal(n_ctx_vision, vision_tower(clip_model).width)
+                                        for _ in range(depth_vision)]) if n_ctx_vision > 0 else nn.ParameterList()
 
     def forward(self) -> PromptSet:
         return PromptSet(text=list(self.text), vision=list(self.vision))
@@ -134,6 +143,7 @@ class CoOpLearner(PromptLearner):
 
     def __init__(self, clip_model: nn.Module, n_ctx_text: int = 4, ctx_init: str = "a photo of a"):
         super().__init__()
+        _check_depth(clip_model, 1, 0, "CoOp")
         self._init_text_prompts(clip_model, n_ctx_text, 1, ctx_init)
 
     def forward(self) -> PromptSet:
@@ -147,13 +157,16 @@ class CoOpLearner(PromptLearner):
 class VPTLearner(PromptLearner):
     """VPT-deep: vision prompts only; the text side is CLIP with the fixed words of CTX_INIT."""
 
+    text_prompts = False
+    vision_prompts = True
+
     def __init__(self, clip_model: nn.Module, n_ctx_vision: int = 4, depth_vision: int = 9,
                  ctx_init: str = "a photo of a"):
         super().__init__()
         if depth_vision < 1 or n_ctx_vision < 1:
             raise ValueError(f"VPT needs PROMPT_DEPTH_VISION >= 1 and N_CTX_VISION >= 1, got {depth_vision}, {n_ctx_vision}")
-        _check_depth(clip_model, 0, depth_vision)
-        width_v = clip_model.visual.conv1.weight.shape[0]
+        _check_depth(clip_model, 0, depth_vision, "VPT")
+        width_v = vision_tower(clip_model).width
         self.prompt_prefix = (ctx_init or "a photo of a").replace("_", " ").strip()
         self.n_ctx_text = 0
         self.vision = nn.ParameterList([_normal(n_ctx_vision, width_v) for _ in range(depth_vision)])
@@ -175,15 +188,17 @@ class MaPLeLearner(PromptLearner):
     freshly initialised `nn.Linear` (identical at start).
     """
 
+    vision_prompts = True
+
     def __init__(self, clip_model: nn.Module, n_ctx_text: int = 2, depth_text: int = 9,
                  ctx_init: str = "a photo of a"):
         super().__init__()
         if depth_text < 1:
             raise ValueError(f"MaPLe needs PROMPT_DEPTH_TEXT >= 1, got {depth_text}")
-        _check_depth(clip_model, depth_text, depth_text)
+        _check_depth(clip_model, depth_text, depth_text, "MaPLe")
         self._init_text_prompts(clip_model, n_ctx_text, depth_text, ctx_init)
-        width_t = clip_model.ln_final.weight.shape[0]
-        width_v = clip_model.visual.conv1.weight.shape[0]
+        width_t = text_tower(clip_model).width
+        width_v = vision_tower(clip_model).width
         first = nn.Linear(width_t, width_v)
         deep = nn.Linear(width_t, width_v)
         self.proj = nn.ModuleList([first] + [copy.deepcopy(deep) for _ in range(depth_text - 1)])
@@ -200,9 +215,26 @@ class MaPLeLearner(PromptLearner):
         return specs
 
 
-def _check_depth(clip_model: nn.Module, depth_text: int, depth_vision: int) -> None:
-    n_text = len(clip_model.transformer.resblocks)
-    n_vision = len(clip_model.visual.transformer.resblocks)
+def learners_for(clip_model: nn.Module) -> List[str]:
+    """Names of the registered learners whose prompts `clip_model`'s towers can take."""
+    text_ok = text_tower(clip_model).prompt_problem() is None
+    vision_ok = vision_tower(clip_model).promptable
+    return [entry.name for entry in LEARNERS.values()
+            if (text_ok or not entry.target.text_prompts) and (vision_ok or not entry.target.vision_prompts)]
+
+
+def _check_depth(clip_model: nn.Module, depth_text: int, depth_vision: int, learner: str) -> None:
+    """Prompts only in towers that take them (TowerNotSupported naming the tower and the learners that work), and
+    prompt depths within the towers' blocks."""
+    text, vision = text_tower(clip_model), vision_tower(clip_model)
+    for side, depth, problem in (("vision", depth_vision, vision.prompt_problem()),
+                                 ("text", depth_text, text.prompt_problem())):
+        if depth > 0 and problem is not None:
+            usable = learners_for(clip_model)
+            raise TowerNotSupported(
+                f"TRAINER.PROMETAR.LEARNER {learner} puts prompts into the {side} tower, but {text.info.name}: "
+                f"{problem}. Learners for this model: {', '.join(usable) or 'none'} (see README, 'Backbones')")
+    n_text, n_vision = text.n_blocks, vision.n_blocks
     if depth_text > n_text:
         raise ValueError(f"PROMPT_DEPTH_TEXT={depth_text} exceeds the {n_text} blocks of the text transformer")
     if depth_vision > n_vision:

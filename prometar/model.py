@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .learners import PromptLearner
-from .prompting import PromptSet, encode_image, encode_text, eot_positions
+from .prompting import PromptSet
 from .templates import IMAGENET_TEMPLATES
+from .towers import TextTower, VisionTower, text_tower, vision_tower
 
 from .clip_loader import openai_clip
 
@@ -25,7 +26,8 @@ __all__ = ["PromptedCLIP", "tokenize_prompts", "autocast_context"]
 
 
 def tokenize_prompts(texts: Sequence[str]) -> Tensor:
-    """Tokenize with OpenAI's tokenizer (77 tokens); a text too long raises an error naming it."""
+    """Tokenize with OpenAI's tokenizer (77 tokens); a text too long raises an error naming it. (`PromptedCLIP`
+    tokenizes with its model's own tokenizer and context length: `prometar.towers.TextTower.tokenize`.)"""
     try:
         return clip.tokenize(list(texts))
     except RuntimeError as exc:
@@ -46,7 +48,8 @@ class PromptedCLIP(nn.Module):
     """Prompted student + frozen teacher on one frozen CLIP.
 
     Args:
-        clip_model: a `clip.model.CLIP` (frozen here: `requires_grad_(False)`).
+        clip_model: OpenAI's `clip.model.CLIP` or an open_clip CLIP (frozen here: `requires_grad_(False)`); its
+            towers are run by the adapters of `prometar.towers` (tokenizer and context length from the model).
         learner: the prompt learner (its parameters are the only trainable state).
         classnames: class names as the dataset stores them (underscores become spaces in prompts).
         precision: "fp16", "fp32" or "amp" (autocast with `amp_dtype`).
@@ -57,6 +60,7 @@ class PromptedCLIP(nn.Module):
                  precision: str = "fp32", amp_dtype: str = "bf16",
                  teacher_templates: Optional[Sequence[str]] = IMAGENET_TEMPLATES):
         super().__init__()
+        text_tower(clip_model)  # refuses (naming the tower) a model whose text side the project cannot run
         self.clip = clip_model.requires_grad_(False).eval()
         self.prompt_learner = learner
         self.precision = precision
@@ -71,7 +75,15 @@ class PromptedCLIP(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where the frozen CLIP (and so the model) is."""
-        return self.clip.token_embedding.weight.device
+        return self.clip.logit_scale.device
+
+    def _text(self) -> TextTower:
+        """The text adapter of the frozen CLIP's family (`prometar.towers`)."""
+        return text_tower(self.clip)
+
+    def _vision(self) -> VisionTower:
+        """The image adapter of the frozen CLIP's family (`prometar.towers`)."""
+        return vision_tower(self.clip)
 
     @property
     def n_cls(self) -> int:
@@ -85,11 +97,12 @@ class PromptedCLIP(nn.Module):
         self.classnames = list(classnames)
         names = [c.replace("_", " ") for c in self.classnames]
         prefix = self.prompt_learner.prompt_prefix
-        tokens = tokenize_prompts([f"{prefix} {name}." if prefix else f"{name}." for name in names])
-        eot = eot_positions(tokens)
-        length = int(eot.max()) + 1
+        tower = self._text()
+        tokens = tower.tokenize([f"{prefix} {name}." if prefix else f"{name}." for name in names])
+        eot = tower.positions(tokens)
+        length = tower.run_length(eot)
         with torch.no_grad():
-            embeds = self.clip.token_embedding(tokens[:, :length].to(self.device))
+            embeds = tower.embed(tokens[:, :length].to(self.device))
         self.register_buffer("token_embeds", embeds, persistent=False)
         self.register_buffer("eot", eot.to(self.device), persistent=False)
         self.register_buffer("_teacher_text", None, persistent=False)  # computed on first use (training only)
@@ -110,10 +123,12 @@ class PromptedCLIP(nn.Module):
     def _teacher_text_features(self, names: List[str]) -> Tensor:
         """Mean over templates of CLIP's (un-normalised) text features, then L2-normalised, as the official code."""
         total = None
+        tower = self._text()
         for template in self.teacher_templates:
-            tokens = tokenize_prompts([template.format(n) for n in names]).to(self.device)
+            tokens = tower.tokenize([template.format(n) for n in names]).to(self.device)
+            positions = tower.positions(tokens)
             with self.autocast():
-                feats = _compute_dtype(encode_text(self.clip, self.clip.token_embedding(tokens), eot_positions(tokens)))
+                feats = _compute_dtype(tower.encode(tower.embed(tokens[:, :tower.run_length(positions)]), positions))
             total = feats if total is None else total + feats
         return F.normalize(total / len(self.teacher_templates), dim=-1)
 
@@ -136,13 +151,13 @@ class PromptedCLIP(nn.Module):
     def text_features(self, prompts: PromptSet, double_diff: bool = False) -> Tensor:
         """Un-normalised prompted text features of all classes (float32, or float64 for a float64 model)."""
         with self.autocast():
-            return _compute_dtype(encode_text(self.clip, self.token_embeds, self.eot, prompts.text, double_diff))
+            return _compute_dtype(self._text().encode(self.token_embeds, self.eot, prompts.text, double_diff))
 
     def image_features(self, images: Tensor, prompts: Optional[PromptSet], double_diff: bool = False) -> Tensor:
         """Un-normalised (prompted, or plain when `prompts` is None) image features (float32 or float64)."""
         with self.autocast():
             vision = prompts.vision if prompts is not None else ()
-            return _compute_dtype(encode_image(self.clip.visual, images, vision, double_diff))
+            return _compute_dtype(self._vision().encode(images, vision, double_diff))
 
     @torch.no_grad()
     def teacher_image_features(self, images: Tensor) -> Tensor:
