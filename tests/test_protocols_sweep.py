@@ -1,10 +1,13 @@
 """The README's protocols run as a user runs them (the scripts and `prometar sweep`, real train.py processes on
-generated data with a small random CLIP), checked by their OUTCOME: the report's numbers are the logs' numbers,
-each evaluation loaded the model its training wrote, a changed option is never answered with old results.
+generated data), checked by their OUTCOME: the report's numbers are the logs' numbers, each evaluation loaded the
+model its training wrote, a changed option is never answered with old results.
 
-Base-to-new via the scripts and the sweep (also on Dassl), cross-dataset / domain generalisation via the scripts
-and the sweep (a source, two targets and an ImageNet variant), the few-shot sweep, the stale-config refusal with
---rerun-changed, and the refusal of extra arguments that clash with the sweep's own."""
+Base-to-new via the scripts and the sweep (also on Dassl), the stale-config refusal with --rerun-changed, the
+refusal of extra arguments that clash with the sweep's own and the few-shot sweep run on a small PrometarWorld
+with its shipped CLIP (1 epoch, 2 shots), where runs of other options give other accuracies, so a report showing
+old numbers would be seen. Cross-dataset / domain generalisation via the scripts and the sweep run on a source, two
+targets and an ImageNet variant written by tests/fake_data.py with a small random CLIP; their classes have
+different test-image counts, so that each dataset's accuracy differs and a mixed-up column would be seen."""
 import csv
 import os
 import re
@@ -21,21 +24,31 @@ from prometar.report import harmonic_mean, report_main
 from prometar.sweep.cli import sweep_main
 
 REPO = Path(__file__).resolve().parent.parent
-CFG = "vit_b16_c2_ep10_batch4_4+4ctx"
+CFG = "vit_b16_c2_ep10_batch4_4+4ctx"  # cross-dataset runs (small random CLIP through the options)
+WORLD_CFG = "world_ep10_batch4_4+4ctx"  # the other protocols: the shipped CLIP of the bundled world
+WORLD = "prometar_world"
 SHOTS = "2"
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, small_clip_path):
-    """Four small datasets (4 classes each) in their CoOp layouts and the train.py options of every run."""
+    """A small PrometarWorld, four 4-class datasets in their CoOp layouts, and the train.py options of the runs."""
+    from prometar.world import generate_world
+
+    world = tmp_path_factory.mktemp("protocol_world")
+    generate_world(world, seed=0, n_train=4, n_val=1, n_test=4)
     root = tmp_path_factory.mktemp("protocol_data")
-    for name in ("EuroSAT", "DescribableTextures", "ImageNet", "ImageNetA"):
-        make_fake_dataset(name, str(root), n_classes=4, n_per_class=8, image_size=32)
-    extra = ["--device", "cpu", "MODEL.BACKBONE.NAME", str(small_clip_path), "INPUT.SIZE", "(32, 32)",
-             "TRAINER.PROMETAR.PREC", "fp32", "TRAINER.PROMETAR.PROMPT_DEPTH_TEXT", "2",
-             "TRAINER.PROMETAR.PROMPT_DEPTH_VISION", "2", "OPTIM.MAX_EPOCH", "1", "OPTIM_VNET.MAX_EPOCH", "1",
-             "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "16"]
-    return {"data": str(root), "extra": ["--engine", "builtin", *extra], "dassl_extra": ["--engine", "dassl", *extra]}
+    for name, counts in (("EuroSAT", [6, 8, 10, 12]), ("DescribableTextures", [4, 5, 13, 20]),
+                         ("ImageNet", [8, 8, 8, 8]), ("ImageNetA", [3, 5, 7, 9])):
+        make_fake_dataset(name, str(root), n_classes=4, n_per_class=counts, image_size=32)
+    common = ["--device", "cpu", "OPTIM.MAX_EPOCH", "1", "OPTIM_VNET.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0"]
+    small = ["MODEL.BACKBONE.NAME", str(small_clip_path), "INPUT.SIZE", "(32, 32)", "TRAINER.PROMETAR.PREC", "fp32",
+             "TRAINER.PROMETAR.PROMPT_DEPTH_TEXT", "2", "TRAINER.PROMETAR.PROMPT_DEPTH_VISION", "2",
+             "DATALOADER.TEST.BATCH_SIZE", "16"]
+    world_opts = ["OPTIM.WARMUP_EPOCH", "0"]  # one epoch at the real LR (a warm-up epoch barely moves the prompts)
+    return {"data": str(root), "world": str(world), "extra": ["--engine", "builtin", *common, *small],
+            "world_extra": ["--engine", "builtin", *common, *world_opts],
+            "dassl_extra": ["--engine", "dassl", *common, *world_opts]}
 
 
 def _log_accuracy(folder) -> float:
@@ -55,13 +68,15 @@ def _sh(env, script, *args):
                           timeout=300)
 
 
-def _env(setup, out, **more):
-    return dict(os.environ, DATA=setup["data"], OUTPUT=str(out), SHOTS=SHOTS, PYTHON=sys.executable,
+def _env(setup, out, data="data", **more):
+    return dict(os.environ, DATA=setup[data], OUTPUT=str(out), SHOTS=SHOTS, PYTHON=sys.executable,
                 SWEEP_ARGS="--threads 1 --progress-interval 600", **more)
 
 
 def _sweep(setup, out, protocol, *flags, extra=None):
-    return sweep_main([protocol, "--data", setup["data"], "--output", str(out), "--seeds", "1", "--threads", "1",
+    """`prometar sweep` on the cross-dataset data, or with ``extra`` given, on the world with its config."""
+    where = ["--data", setup["data"]] if extra is None else ["--data", setup["world"], "--configs", WORLD_CFG]
+    return sweep_main([protocol, *where, "--output", str(out), "--seeds", "1", "--threads", "1",
                        "--progress-interval", "600", *flags, "--", *(setup["extra"] if extra is None else extra)])
 
 
@@ -75,8 +90,8 @@ def _evaluated(eval_dir, train_dir, epoch=1):
     return model["sha256"]
 
 
-def _b2n_dirs(out, dataset):
-    common = f"{dataset}/shots_{SHOTS}/ProMetaR/{CFG}/seed1"
+def _b2n_dirs(out, dataset=WORLD):
+    common = f"{dataset}/shots_{SHOTS}/ProMetaR/{WORLD_CFG}/seed1"
     return Path(out, "base2new/train_base", common), Path(out, "base2new/test_new", common)
 
 
@@ -105,18 +120,19 @@ def _commands(out):
 
 # ------------------------------------------------------------------------------------------------ base-to-new
 def test_base2new_scripts_and_sweep_then_a_changed_option_is_refused_and_rerun(setup, tmp_path, capsys):
-    out, extra = tmp_path / "out", setup["extra"]
-    env = _env(setup, out)
-    r = _sh(env, "base2new_test.sh", "eurosat", "1", "new", *extra)
-    assert r.returncode != 0 and "run base2new_train.sh eurosat 1 first" in r.stderr
-    assert _sh(env, "base2new_train.sh", "eurosat", "1", *extra).returncode == 0
-    r = _sh(env, "base2new_test.sh", "eurosat", "1", "new", *extra)
+    out, extra = tmp_path / "out", setup["world_extra"]
+    env = _env(setup, out, data="world", CFG=WORLD_CFG)
+    r = _sh(env, "base2new_test.sh", WORLD, "1", "new", *extra)
+    assert r.returncode != 0 and f"run base2new_train.sh {WORLD} 1 first" in r.stderr
+    assert _sh(env, "base2new_train.sh", WORLD, "1", *extra).returncode == 0
+    r = _sh(env, "base2new_test.sh", WORLD, "1", "new", *extra)
     assert r.returncode == 0, r.stdout + r.stderr
-    train, test = _b2n_dirs(out, "eurosat")
+    train, test = _b2n_dirs(out)
     # the calls are the CoOp-family scripts' calls
     cmds = _commands(out)
-    head = ["train.py", "--root", setup["data"], "--seed", "1", "--trainer", "ProMetaR", "--dataset-config-file",
-            "configs/datasets/eurosat.yaml", "--config-file", f"configs/trainers/ProMetaR/{CFG}.yaml", "--output-dir"]
+    head = ["train.py", "--root", setup["world"], "--seed", "1", "--trainer", "ProMetaR", "--dataset-config-file",
+            f"configs/datasets/{WORLD}.yaml", "--config-file", f"configs/trainers/ProMetaR/{WORLD_CFG}.yaml",
+            "--output-dir"]
     assert cmds[str(train)][1:14] == head + [str(train)]
     assert cmds[str(train)][-4:] == ["DATASET.NUM_SHOTS", SHOTS, "DATASET.SUBSAMPLE_CLASSES", "base"]
     assert cmds[str(test)][1:19] == head + [str(test), "--model-dir", str(train), "--load-epoch", "1", "--eval-only"]
@@ -124,51 +140,52 @@ def test_base2new_scripts_and_sweep_then_a_changed_option_is_refused_and_rerun(s
     old_sha = _evaluated(test, train)
     # base2new_all.sh is the sweep: the scripts' runs are current for it (same folders, same config), and its
     # report shows their logs' numbers
-    r = _sh(dict(env, DATASETS="eurosat", SEEDS="1"), "base2new_all.sh", *extra)
+    r = _sh(dict(env, DATASETS=WORLD, SEEDS="1"), "base2new_all.sh", *extra)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("[sweep] Skip ") == 2 and "Start " not in r.stdout and "| EuroSAT" in r.stdout
-    _assert_base2new_report_equals_logs(out, ["eurosat"])
+    assert r.stdout.count("[sweep] Skip ") == 2 and "Start " not in r.stdout and "| PrometarWorld" in r.stdout
+    _assert_base2new_report_equals_logs(out, [WORLD])
     old = (_log_accuracy(train), _log_accuracy(test))
 
     # the same sweep with another option: refused before anything runs, each folder listed with the key
-    changed = [*extra, "OPTIM.LR", "0.05"]
-    assert _sweep(setup, out, "base2new", "--datasets", "eurosat", "--shots", SHOTS, extra=changed) == 2
+    changed = [*extra, "OPTIM.LR", "0.5"]
+    assert _sweep(setup, out, "base2new", "--datasets", WORLD, "--shots", SHOTS, extra=changed) == 2
     err = capsys.readouterr().err
-    assert err.count("OPTIM.LR: 0.0025 -> 0.05") == 2 and "--rerun-changed" in err
+    assert err.count("OPTIM.LR: 0.05 -> 0.5") == 2 and "--rerun-changed" in err
     assert f"  {train} (finished):" in err and f"  {test} (finished):" in err
     assert not list(out.rglob("*.changed-*"))
-    assert _sweep(setup, out, "base2new", "--datasets", "eurosat", "--shots", SHOTS, "--dry-run", extra=changed) == 0
-    note = "[made with another config (OPTIM.LR: 0.0025 -> 0.05): refused without --rerun-changed]"
+    assert _sweep(setup, out, "base2new", "--datasets", WORLD, "--shots", SHOTS, "--dry-run", extra=changed) == 0
+    note = "[made with another config (OPTIM.LR: 0.05 -> 0.5): refused without --rerun-changed]"
     assert capsys.readouterr().out.count(note) == 2
     # an option that sets what the sweep sets is refused, naming both (the scripts go through the sweep)
-    assert _sweep(setup, out, "base2new", "--datasets", "eurosat", extra=[*extra, "DATASET.NUM_SHOTS", "4"]) == 2
+    assert _sweep(setup, out, "base2new", "--datasets", WORLD, extra=[*extra, "DATASET.NUM_SHOTS", "4"]) == 2
     assert "DATASET.NUM_SHOTS 4 after -- clashes with the sweep's --shots" in capsys.readouterr().err
-    r = _sh(env, "base2new_train.sh", "eurosat", "1", "--seed", "2", *extra)
+    r = _sh(env, "base2new_train.sh", WORLD, "1", "--seed", "2", *extra)
     assert r.returncode == 2 and "--seed 2 after -- clashes with the sweep's --seeds" in r.stderr
-    assert _sweep(setup, out, "base2new", "--datasets", "eurosat", extra=[*extra, "OPTIM.NO_SUCH_KEY", "1"]) == 2
+    assert _sweep(setup, out, "base2new", "--datasets", WORLD, extra=[*extra, "OPTIM.NO_SUCH_KEY", "1"]) == 2
     err = capsys.readouterr().err
     assert "does not make a config" in err and "OPTIM.NO_SUCH_KEY" in err
 
     # --rerun-changed: the folders are moved aside (kept), retrained and re-evaluated; the report is the new one
-    assert _sweep(setup, out, "base2new", "--datasets", "eurosat", "--shots", SHOTS, "--rerun-changed",
+    assert _sweep(setup, out, "base2new", "--datasets", WORLD, "--shots", SHOTS, "--rerun-changed",
                   extra=changed) == 0
     printed = capsys.readouterr().out
     for folder, acc in zip((train, test), old):
         [kept] = folder.parent.glob("seed1.changed-*")
         assert _log_accuracy(kept) == acc and f"the old folder is kept as {kept}" in printed
-    assert yaml.safe_load((train / "config.yaml").read_text())["OPTIM"]["LR"] == 0.05
+    assert yaml.safe_load((train / "config.yaml").read_text())["OPTIM"]["LR"] == 0.5
     assert _evaluated(test, train) != old_sha  # the new evaluation loaded the new model
-    _assert_base2new_report_equals_logs(out, ["eurosat"])
+    assert (_log_accuracy(train), _log_accuracy(test)) != old  # so the report below cannot show the old numbers
+    _assert_base2new_report_equals_logs(out, [WORLD])
 
 
 def test_base2new_sweep_on_dassl_reports_its_logs(setup, tmp_path):
     pytest.importorskip("dassl", reason="Dassl.pytorch is not installed (not on PyPI); see the README to install it")
     out = tmp_path / "out"
-    assert _sweep(setup, out, "base2new", "--datasets", "eurosat", "--shots", SHOTS, extra=setup["dassl_extra"]) == 0
-    train, test = _b2n_dirs(out, "eurosat")
+    assert _sweep(setup, out, "base2new", "--datasets", WORLD, "--shots", SHOTS, extra=setup["dassl_extra"]) == 0
+    train, test = _b2n_dirs(out)
     assert "Engine: Dassl" in (train / "log.txt").read_text() and "Engine: Dassl" in (test / "log.txt").read_text()
     _evaluated(test, train)
-    _assert_base2new_report_equals_logs(out, ["eurosat"])
+    _assert_base2new_report_equals_logs(out, [WORLD])
 
 
 # ------------------------------------------------------------------------------------------------ xd / dg
@@ -191,6 +208,7 @@ def test_xd_scripts_and_sweep_end_with_the_two_paper_tables(setup, tmp_path, cap
     assert "## Cross-dataset evaluation" in md and "## Domain generalisation" in md
     rows = {(r["table"], r["dataset"]): r for r in _csv(out, "xd")}
     acc = {t: _log_accuracy(f) for t, f in evals.items()}
+    assert len({*acc.values(), _log_accuracy(source)}) == 4  # distinct numbers: a mixed-up column would show
     for table, targets in (("cross_dataset", ["eurosat", "dtd"]), ("domain_generalisation", ["imagenet_a"])):
         assert float(rows[(table, "imagenet")]["accuracy_mean"]) == pytest.approx(_log_accuracy(source), abs=1e-4)
         for t in targets:
@@ -207,14 +225,17 @@ def test_xd_scripts_and_sweep_end_with_the_two_paper_tables(setup, tmp_path, cap
 # ------------------------------------------------------------------------------------------------ few-shot
 def test_fewshot_sweep_reports_accuracy_against_shots(setup, tmp_path):
     out = tmp_path / "out"
-    assert _sweep(setup, out, "fewshot", "--datasets", "eurosat", "--shots", "1", "2") == 0
-    rows = {r["shots"]: r for r in _csv(out, "fewshot") if r["dataset"] == "eurosat"}
+    assert _sweep(setup, out, "fewshot", "--datasets", WORLD, "--shots", "1", "2", extra=setup["world_extra"]) == 0
+    rows = {r["shots"]: r for r in _csv(out, "fewshot") if r["dataset"] == WORLD}
     assert sorted(rows) == ["1", "2"]
+    acc = {}
     for k in (1, 2):
-        folder = out / f"fewshot/eurosat/ProMetaR/{CFG}_{k}shots/seed1"
+        folder = out / f"fewshot/{WORLD}/ProMetaR/{WORLD_CFG}_{k}shots/seed1"
         cfg = yaml.safe_load((folder / "config.yaml").read_text())["DATASET"]
         assert cfg["NUM_SHOTS"] == k and cfg["SUBSAMPLE_CLASSES"] == "all"
-        assert float(rows[str(k)]["accuracy_mean"]) == pytest.approx(_log_accuracy(folder), abs=1e-4)
+        acc[k] = _log_accuracy(folder)
+        assert float(rows[str(k)]["accuracy_mean"]) == pytest.approx(acc[k], abs=1e-4)
+    assert acc[1] != acc[2]  # the columns cannot be swapped unseen
     md = (out / "report.md").read_text()
     assert "# Few-shot report" in md and "| 1 shot" in md and "| 2 shots" in md
     assert (out / "report_fewshot.png").stat().st_size > 0
