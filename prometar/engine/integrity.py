@@ -28,7 +28,8 @@ MANIFEST_PREFIX = "manifest-"
 #: Keys that may differ between a saved run and a resume / re-evaluation of it.
 CONFIG_DIFF_IGNORE = ("OUTPUT_DIR", "RESUME", "DATASET.SUBSAMPLE_CLASSES", "DATASET.ROOT", "TEST.SPLIT",
                       "TEST.NO_TEST", "TEST.FINAL_MODEL", "DATALOADER.NUM_WORKERS", "DATALOADER.TEST.BATCH_SIZE",
-                      "USE_CUDA", "VERBOSE", "TRAIN.PRINT_FREQ")
+                      "USE_CUDA", "VERBOSE", "TRAIN.PRINT_FREQ", "TRAINER.PROMETAR.TEXT_CHUNK",
+                      "TRAINER.PROMETAR.TEXT_CHUNK_MB")
 #: Env var for fault-injection tests: ``PROMETAR_FAULT_SAVE_STEP=k`` SIGKILLs the process after save step k.
 FAULT_ENV = "PROMETAR_FAULT_SAVE_STEP"
 
