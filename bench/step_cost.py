@@ -349,6 +349,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         "automatic (default); repeatable: one row per value and class count")
     p.add_argument("--text-chunk-mb", type=float, default=0.0, metavar="MB",
                    help="TRAINER.PROMETAR.TEXT_CHUNK_MB: budget of the automatic choice (default 0: 1/8 of free memory)")
+    p.add_argument("--max-unchunked-cls", type=int, default=None, metavar="N",
+                   help="skip --text-chunk 0 rows above N classes (where all classes at once do not fit in memory)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                    help=f"variants to measure (default all: {' '.join(VARIANTS)})")
     p.add_argument("--iters", type=int, default=3, help="timed iterations per variant (median reported); default 3")
@@ -413,6 +415,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = []
     for n_cls in n_cls_list:
         for chunk in args.text_chunk:
+            if chunk == 0 and args.max_unchunked_cls is not None and n_cls > args.max_unchunked_cls:
+                print(f"  n_cls={n_cls} text_chunk=0 skipped (--max-unchunked-cls {args.max_unchunked_cls})")
+                continue
             spec = dict(n_cls=n_cls, device=str(device), prec=args.prec, amp_dtype=args.amp_dtype,
                         learner=args.learner, shape=args.shape, iters=args.iters, warmup=args.warmup,
                         templates=args.templates, threads=args.threads, seed=args.seed, flops=not args.no_flops,

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .learners import PromptLearner
 from .prompting import PromptSet, encode_image, encode_text, eot_positions
 from .templates import IMAGENET_TEMPLATES
-from .text_chunks import TextChunks, chunked_rows, plan_chunks, resolve_text_chunk
+from .text_chunks import chunked_rows, plan_chunks, resolve_text_chunk
 
 from .clip_loader import openai_clip
 
@@ -52,9 +52,10 @@ class PromptedCLIP(nn.Module):
         classnames: class names as the dataset stores them (underscores become spaces in prompts).
         precision: "fp16", "fp32" or "amp" (autocast with `amp_dtype`).
         teacher_templates: templates averaged for the frozen text teacher (None: no teacher text features).
-        text_chunk: classes encoded at a time on the text side (`prometar.text_chunks`; same results, memory
-            bounded by one chunk): 0 = all at once, N > 0 = N, -1 = chosen from `text_chunk_mb` (TEXT_CHUNK).
-        text_chunk_mb: memory budget of the text side's activations for -1 (0: an eighth of the free memory).
+        text_chunk: TEXT_CHUNK, classes encoded at a time on the text side (`prometar.text_chunks`; same
+            results, memory bounded by one chunk): 0 = all at once; N > 0 = N in passes taking second
+            derivatives and as many as take the same memory in first-order ones; -1 = from `text_chunk_mb`.
+        text_chunk_mb: TEXT_CHUNK_MB, the memory budget for -1 (0: an eighth of the device's free memory).
     """
 
     def __init__(self, clip_model: nn.Module, learner: PromptLearner, classnames: Sequence[str],
@@ -170,8 +171,9 @@ class PromptedCLIP(nn.Module):
             for i, t in zip(layers, tensors):
                 text[i] = t
             with self.autocast():
-                return _compute_dtype(encode_text(self.clip, self.token_embeds[rows], self.eot[rows], text,
-                                                  double_diff))
+                eot = self.eot[rows]
+                embeds = self.token_embeds[rows, :int(eot.max()) + 1]
+                return _compute_dtype(encode_text(self.clip, embeds, eot, text, double_diff))
         return chunked_rows(encode, chunks, self.n_cls, [prompts.text[i] for i in layers])
 
     def image_features(self, images: Tensor, prompts: Optional[PromptSet], double_diff: bool = False) -> Tensor:

@@ -253,3 +253,20 @@ def test_chunk_setting_resolution():
         tc.resolve_text_chunk(-2, lengths, clip_model, "cpu")
     with pytest.raises(ValueError, match="TEXT_CHUNK_MB"):
         tc.resolve_text_chunk(-1, lengths, clip_model, "cpu", budget_mb=-1)
+
+
+def test_build_reads_the_config_keys_and_logs_the_choice_once(small_clip_path, capsys):
+    from prometar.build import build_prompted_clip
+    from prometar.config import extend_cfg, get_cfg_default
+
+    cfg = extend_cfg(get_cfg_default())
+    cfg.MODEL.BACKBONE.NAME, cfg.INPUT.SIZE, cfg.TRAINER.PROMETAR.PREC = str(small_clip_path), (32, 32), "fp32"
+    cfg.TRAINER.PROMETAR.PROMPT_DEPTH_TEXT = cfg.TRAINER.PROMETAR.PROMPT_DEPTH_VISION = 2
+    assert cfg.TRAINER.PROMETAR.TEXT_CHUNK == -1 and cfg.TRAINER.PROMETAR.TEXT_CHUNK_MB == 0.0
+    capsys.readouterr()
+    for chunk, budget_mb, second in ((3, 0.0, 3), (-1, 0.001, 1), (-1, 0.0, 0)):
+        cfg.TRAINER.PROMETAR.TEXT_CHUNK, cfg.TRAINER.PROMETAR.TEXT_CHUNK_MB = chunk, budget_mb
+        model = build_prompted_clip(cfg, NAMES, torch.device("cpu"))
+        assert model.text_chunks.second == second
+        out = capsys.readouterr().out
+        assert out.count("Text side: ") == 1 and model.text_chunks.note in out
