@@ -17,7 +17,7 @@ them in this process instead: faster, but CPU peak memory is then not isolated):
 `--variants` picks some of them (e.g. `--variants prometar` for large class counts). `--text-chunk N`
 (repeatable: one row per value and class count) sets TRAINER.PROMETAR.TEXT_CHUNK for every variant: 0 encodes
 all classes at once (the computation before chunking existed), N > 0 chunks of N classes, -1 (default) the
-automatic choice (from `--text-chunk-mb`, or an eighth of the free memory); each row records the chunk used.
+automatic choice (from `--text-chunk-mb`, or from the free memory); each row records the chunks used.
 
 Per variant: `--warmup` untimed iterations (>= 1), then `--iters` timed ones (CUDA synchronised around each;
 median reported); peak memory over warm-up + timed iterations (CPU: peak RSS `ru_maxrss` of the child process,
@@ -348,7 +348,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="TRAINER.PROMETAR.TEXT_CHUNK: 0 = all classes at once, N > 0 = chunks of N classes, -1 = "
                         "automatic (default); repeatable: one row per value and class count")
     p.add_argument("--text-chunk-mb", type=float, default=0.0, metavar="MB",
-                   help="TRAINER.PROMETAR.TEXT_CHUNK_MB: budget of the automatic choice (default 0: 1/8 of free memory)")
+                   help="TRAINER.PROMETAR.TEXT_CHUNK_MB: budget of the automatic choice (default 0: from free memory)")
     p.add_argument("--max-unchunked-cls", type=int, default=None, metavar="N",
                    help="skip --text-chunk 0 rows above N classes (where all classes at once do not fit in memory)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),

@@ -55,7 +55,8 @@ class PromptedCLIP(nn.Module):
         text_chunk: TEXT_CHUNK, classes encoded at a time on the text side (`prometar.text_chunks`; same
             results, memory bounded by one chunk): 0 = all at once; N > 0 = N in passes taking second
             derivatives and as many as take the same memory in first-order ones; -1 = from `text_chunk_mb`.
-        text_chunk_mb: TEXT_CHUNK_MB, the memory budget for -1 (0: an eighth of the device's free memory).
+        text_chunk_mb: TEXT_CHUNK_MB, the memory budget for -1 (0: from the device's free memory, see
+            `resolve_text_chunk`).
     """
 
     def __init__(self, clip_model: nn.Module, learner: PromptLearner, classnames: Sequence[str],

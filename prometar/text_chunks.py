@@ -233,15 +233,16 @@ def free_memory_bytes(device: torch.device) -> Optional[int]:
         return None
 
 
-def _budget(device: torch.device, budget_mb: float) -> Tuple[float, str]:
+def _budget(device: torch.device, budget_mb: float) -> Tuple[float, float, str]:
+    """(budget for one graph of all classes, budget for a chunk, description)."""
     if budget_mb < 0:
         raise ValueError(f"TRAINER.PROMETAR.TEXT_CHUNK_MB must be >= 0 (0: from free memory); got {budget_mb}")
     if budget_mb > 0:
-        return budget_mb * 2 ** 20, f"TEXT_CHUNK_MB {budget_mb:g}"
+        return budget_mb * 2 ** 20, budget_mb * 2 ** 20, f"TEXT_CHUNK_MB {budget_mb:g}"
     free = free_memory_bytes(device)
     if not free:
-        return float(2 ** 30), "1 GB: free memory unknown"
-    return free / 8, f"1/8 of {free / 2 ** 30:.1f} GB free on {torch.device(device).type}"
+        return float(2 ** 30), float(2 ** 30), "1 GB: free memory unknown"
+    return free / 2, free / 8, f"{free / 2 ** 30:.1f} GB free on {torch.device(device).type}"
 
 
 def resolve_text_chunk(setting: int, lengths: Tensor, clip_model: torch.nn.Module, device: torch.device,
@@ -250,9 +251,9 @@ def resolve_text_chunk(setting: int, lengths: Tensor, clip_model: torch.nn.Modul
     class), with a one-line description.
 
     0: unchunked. N > 0: second-order chunks of N classes, first-order chunks of the size taking the same memory.
-    -1 (`AUTO`): unchunked when a whole iteration's text activations fit the budget, else the largest chunks
-    whose passes fit it. The budget is `budget_mb` (TEXT_CHUNK_MB) or, when 0, an eighth of the device's free
-    memory (1 GB when that is unknown)."""
+    -1 (`AUTO`): with a budget (`budget_mb`, TEXT_CHUNK_MB > 0), unchunked when a whole iteration's text
+    activations fit it, else the largest chunks whose passes fit it. Without one: unchunked while that takes at
+    most half of the device's free memory, else chunks fitting an eighth of it (1 GB when it is unknown)."""
     n_cls, longest = int(lengths.numel()), float(lengths.max())
     first, second = (text_bytes_per_class(clip_model, longest, kind) for kind in ("first", "second"))
     if setting == 0:
@@ -263,13 +264,15 @@ def resolve_text_chunk(setting: int, lengths: Tensor, clip_model: torch.nn.Modul
     if setting != AUTO:
         raise ValueError(f"TRAINER.PROMETAR.TEXT_CHUNK must be -1 (automatic), 0 (off) or a positive number of "
                          f"classes; got {setting}")
-    budget, source = _budget(device, budget_mb)
+    whole_budget, budget, source = _budget(device, budget_mb)
     whole = n_cls * text_bytes_per_class(clip_model, longest, "iteration")
-    if whole <= budget:
-        return TextChunks(0, 0, f"Text side: all {n_cls} classes at once (automatic: ~{whole / 2 ** 20:.0f} MB "
-                                f"fits the budget of {budget / 2 ** 20:.0f} MB, {source})")
+    if whole <= whole_budget:
+        return TextChunks(0, 0, f"Text side: all {n_cls} classes at once (automatic: ~{whole / 2 ** 20:.0f} MB of "
+                                f"activations <= {whole_budget / 2 ** 20:.0f} MB; {source})")
     chunks = max(1, int(budget // first)), max(1, int(budget // second))
-    return TextChunks(*chunks, _note(n_cls, *chunks, f"automatic: budget {budget / 2 ** 20:.0f} MB, {source}"))
+    return TextChunks(*chunks, _note(n_cls, *chunks, f"automatic: ~{whole / 2 ** 20:.0f} MB in one graph > "
+                                                     f"{whole_budget / 2 ** 20:.0f} MB; chunks fit "
+                                                     f"{budget / 2 ** 20:.0f} MB; {source}"))
 
 
 def _note(n_cls: int, first: int, second: int, why: str) -> str:

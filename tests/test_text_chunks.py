@@ -232,9 +232,9 @@ def test_saved_activations_do_not_grow_with_the_classes():
 
 
 # ---------------------------------------------------------------------------------------------- chunk size
-def test_chunk_setting_resolution():
+def test_chunk_setting_resolution(monkeypatch):
     clip_model = build_clip("tiny", seed=0)
-    lengths = torch.full((1000,), 12)
+    lengths = torch.full((10 ** 6,), 12)
     first, second, whole = (tc.text_bytes_per_class(clip_model, 12, kind) for kind in ("first", "second", "iteration"))
     assert whole > first > 0 and second > first
     assert tc.resolve_text_chunk(0, lengths, clip_model, "cpu")[:2] == (0, 0)
@@ -247,8 +247,12 @@ def test_chunk_setting_resolution():
     chunks = tc.resolve_text_chunk(-1, lengths[:10], clip_model, "cpu", budget_mb=20 * whole / 2 ** 20)
     assert chunks[:2] == (0, 0) and "at once" in chunks.note
     assert tc.free_memory_bytes("cpu") > 0
-    chunks = tc.resolve_text_chunk(-1, torch.full((10 ** 7,), 12), clip_model, "cpu")
-    assert 1 <= chunks.second < 10 ** 7 and "free on cpu" in chunks.note
+    # no budget: one graph while it takes <= 1/2 of the free memory, else chunks fitting 1/8 of it
+    monkeypatch.setattr(tc, "free_memory_bytes", lambda device: 2 ** 33)
+    fits = int(2 ** 32 // whole)
+    assert tc.resolve_text_chunk(-1, lengths[:fits], clip_model, "cpu")[:2] == (0, 0)
+    chunks = tc.resolve_text_chunk(-1, torch.full((fits + 1,), 12), clip_model, "cpu")
+    assert chunks[:2] == (int(2 ** 30 // first), int(2 ** 30 // second)) and "8.0 GB free on cpu" in chunks.note
     with pytest.raises(ValueError, match="TEXT_CHUNK must be"):
         tc.resolve_text_chunk(-2, lengths, clip_model, "cpu")
     with pytest.raises(ValueError, match="TEXT_CHUNK_MB"):
