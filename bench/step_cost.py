@@ -244,8 +244,12 @@ def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 def make_row(results: Dict[str, Dict], spec: Dict) -> Dict:
     """One row (class count x text-chunk setting); keys of variants not measured are None."""
     first = next(iter(results.values()))
-    row: Dict = {"n_cls": spec["n_cls"], "text_chunk": first["text_chunk"],
-                 "text_chunk_first_order": first["text_chunk_first_order"], "text_chunk_setting": spec["text_chunk"]}
+    # each variant's child resolves the chunk sizes itself (automatic: from the free memory at its build);
+    # the row's are prometar's when it was measured
+    chunked = results.get("prometar", first)
+    row: Dict = {"n_cls": spec["n_cls"], "text_chunk": chunked["text_chunk"],
+                 "text_chunk_first_order": chunked["text_chunk_first_order"], "text_chunk_setting": spec["text_chunk"],
+                 "text_chunks_by_variant": {v: [r["text_chunk"], r["text_chunk_first_order"]] for v, r in results.items()}}
     for variant, prefix in PREFIX.items():
         r = results.get(variant)
         peak = "reg_peak_mb" if variant == "reg" else f"{prefix}_peak_mb"
@@ -271,7 +275,7 @@ def make_row(results: Dict[str, Dict], spec: Dict) -> Dict:
         "text_tokens": first["text_tokens"], "depth_text": first["depth_text"], "depth_vision": first["depth_vision"],
         "trainable_params": first["trainable_params"],
         "modulator_params": results["prometar"]["modulator_params"] if "prometar" in results else None,
-        "teacher_templates": spec["templates"], "isolated": spec["isolated"], "text_chunk_note": first["text_chunk_note"],
+        "teacher_templates": spec["templates"], "isolated": spec["isolated"], "text_chunk_note": chunked["text_chunk_note"],
         "device_name": first["device_name"], "threads": first["threads"], "torch": first["torch"],
     })
     row["target_checks"] = ({name: target_check(row, *rest) for name, _, *rest in TARGETS}

@@ -114,6 +114,7 @@ def test_step_cost_text_chunk_rows_and_variants(step_cost, tmp_path):
     assert [(r["n_cls"], r["text_chunk"], r["text_chunk_setting"]) for r in rows] == [(9, 0, 0), (9, 4, 4)]
     for row in rows:
         assert row["variants"] == ["prometar"] and row["ivlp_s"] is None and row["ivlp_peak_mb"] is None
+        assert row["text_chunks_by_variant"] == {"prometar": [row["text_chunk"], row["text_chunk_first_order"]]}
         assert row["prometar_s"] > 0 and row["prometar_peak_mb"] > 0
 
 
