@@ -15,16 +15,24 @@ them in this process instead: faster, but CPU peak memory is then not isolated):
 * reg:      the regularised step alone (teacher image features + `ProMetaRStep._regularised_step`);
 * prometar: the full ProMetaR iteration (regularised step + bi-level meta step; the script checks it ran).
 
+`--variants` picks some of them (e.g. `--variants prometar` for large class counts). `--text-chunk N`
+(repeatable: one row per value and class count) sets TRAINER.PROMETAR.TEXT_CHUNK for every variant: 0 encodes
+all classes at once (the computation before chunking existed), N > 0 chunks of N classes, -1 (default) the
+automatic choice (from `--text-chunk-mb`, or from the free memory); each row records the chunks used.
+
 Per variant: `--warmup` untimed iterations (>= 1), then `--iters` timed ones (CUDA synchronised around each;
 median reported); peak memory over warm-up + timed iterations (CPU: peak RSS `ru_maxrss` of the child process,
 which includes the model weights; CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`, taken
 after the model is built); then one more, untimed iteration under `torch.utils.flop_counter.FlopCounterMode`
 (CPU fused-attention kernels counted too; see `_common.flop_counter`) gives GFLOP per iteration.
 
-Target checks (the issue's, at 100 classes, CPU, fp32): prometar peak <= 2.5 x ivlp peak; reg_step_s <= 2 x
-ivlp_s; prometar GFLOP/s >= 0.67 x ivlp GFLOP/s.
+Target checks (CPU, fp32). At 100 classes (all variants): prometar peak <= 2.5 x ivlp peak; reg_step_s <= 2 x
+ivlp_s; prometar GFLOP/s >= 0.67 x ivlp GFLOP/s. Class-count targets: at 10 classes prometar_s <= 4 x ivlp_s;
+at 300 classes a chunked row against the unchunked row of the same run: peak <= 0.5 x, time <= 1.25 x; at
+1000 classes prometar peak <= 8 GB (8192 MB).
 
     python bench/step_cost.py --json bench/results/step_cost_cpu.json
+    python bench/step_cost.py --n-cls 300 --text-chunk 0 --text-chunk -1 --variants prometar
     python bench/step_cost.py --device cuda --prec fp16 --json bench/results/step_cost_cuda_fp16.json
     python bench/step_cost.py --shape RN50 --learner CoOp --json bench/results/step_cost_cpu_fp32_rn50.json
 """
@@ -39,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `_common` when imported from elsewhere
 import _common  # noqa: E402  (puts the repository root on sys.path when prometar is not installed)
@@ -53,6 +61,7 @@ from prometar.learners import LEARNERS, build_learner  # noqa: E402
 from prometar.meta import GradientModulator, MetaSampler, ProMetaRStep  # noqa: E402
 from prometar.model import PromptedCLIP  # noqa: E402
 from prometar.templates import IMAGENET_TEMPLATES  # noqa: E402
+from prometar.text_chunks import AUTO  # noqa: E402
 from prometar.towers import text_tower, vision_tower  # noqa: E402
 
 VARIANTS = ("ivlp", "reg", "prometar")
@@ -71,6 +80,18 @@ TARGETS = (
 )
 
 
+#: Class-count targets: (name, description, n_cls, lhs key, factor, rhs key or None, compare with the unchunked
+#: row of the same run): lhs <= factor * rhs (rhs None: factor is an absolute bound).
+CHUNK_TARGETS = (
+    ("ivlp_ratio_10", "10 classes: prometar_s <= 4.0 x ivlp_s", 10, "prometar_s", 4.0, "ivlp_s", False),
+    ("chunk_peak_300", "300 classes: chunked prometar peak <= 0.5 x unchunked", 300, "prometar_peak_mb", 0.5,
+     "prometar_peak_mb", True),
+    ("chunk_time_300", "300 classes: chunked prometar_s <= 1.25 x unchunked", 300, "prometar_s", 1.25,
+     "prometar_s", True),
+    ("peak_1000", "1000 classes: prometar peak <= 8 GB (8192 MB)", 1000, "prometar_peak_mb", 8192.0, None, False),
+)
+
+
 def target_check(row: Dict, lhs: str, op: str, factor: float, rhs: str) -> Optional[bool]:
     """True / False, or None when a value it needs was not measured (NaN / None, e.g. with --no-flops)."""
     a, b = row.get(lhs), row.get(rhs)
@@ -79,8 +100,17 @@ def target_check(row: Dict, lhs: str, op: str, factor: float, rhs: str) -> Optio
     return bool(a <= factor * b) if op == "<=" else bool(a >= factor * b)
 
 
+def _cpu_fp32(row: Dict) -> bool:
+    return row["device"].startswith("cpu") and row["prec"] == "fp32"
+
+
+def _chunk_target_row(row: Dict) -> bool:
+    """The class-count targets are stated for ViT-B/16 shapes on CPU in fp32."""
+    return _cpu_fp32(row) and row.get("shape") == "ViT-B/16"
+
+
 def is_target_row(row: Dict) -> bool:
-    return row["n_cls"] == 100 and row["device"].startswith("cpu") and row["prec"] == "fp32"
+    return row["n_cls"] == 100 and _cpu_fp32(row) and all(row.get(k) is not None for k in ("ivlp_s", "reg_step_s"))
 
 
 # ---------------------------------------------------------------------------------------------- one variant
@@ -110,7 +140,8 @@ def _build(spec: Dict, device: torch.device):
                             **{k: v for k, v in options.items() if k in takes}).to(device)
     templates = IMAGENET_TEMPLATES[:spec["templates"]]
     model = PromptedCLIP(clip_model, learner, _common.class_names(spec["n_cls"], seed=seed), precision=spec["prec"],
-                         amp_dtype=spec["amp_dtype"], teacher_templates=templates).train()
+                         amp_dtype=spec["amp_dtype"], teacher_templates=templates,
+                         text_chunk=spec.get("text_chunk", AUTO), text_chunk_mb=spec.get("text_chunk_mb", 0.0)).train()
     optim = torch.optim.SGD(learner.parameters(), lr=OFFICIAL["lr"], momentum=OFFICIAL["momentum"],
                             weight_decay=OFFICIAL["weight_decay"])
     modulator = optim_mod = None
@@ -130,7 +161,9 @@ def _build(spec: Dict, device: torch.device):
     info = dict(depth_text=depth_t, depth_vision=depth_v, text_tokens=int(model.token_embeds.shape[1]),
                 trainable_params=sum(p.numel() for p in learner.parameters()),
                 modulator_params=sum(p.numel() for p in modulator.parameters()) if modulator is not None else 0,
-                labels=labels.tolist())
+                labels=labels.tolist(), text_chunk=model.text_chunks.size(True, spec["n_cls"]),
+                text_chunk_first_order=model.text_chunks.size(False, spec["n_cls"]),
+                text_chunk_note=model.text_chunks.note)
     return model, step, images, labels, info
 
 
@@ -201,68 +234,113 @@ def _child_main(argv: Sequence[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- rows, checks
+#: Row key prefix of each variant.
+PREFIX = {"ivlp": "ivlp", "reg": "reg_step", "prometar": "prometar"}
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return None
+    return a / b
+
+
 def make_row(results: Dict[str, Dict], spec: Dict) -> Dict:
-    iv, rg, pm = results["ivlp"], results["reg"], results["prometar"]
-    row = {
-        "n_cls": spec["n_cls"],
-        "ivlp_s": iv["s"],
-        "reg_step_s": rg["s"],
-        "prometar_s": pm["s"],
-        "ivlp_peak_mb": iv["peak_mb"],
-        "reg_peak_mb": rg["peak_mb"],
-        "prometar_peak_mb": pm["peak_mb"],
-        "ivlp_gflop": iv["gflop"],
-        "reg_step_gflop": rg["gflop"],
-        "prometar_gflop": pm["gflop"],
-        "ivlp_gflop_per_s": iv["gflop"] / iv["s"],
-        "reg_step_gflop_per_s": rg["gflop"] / rg["s"],
-        "prometar_gflop_per_s": pm["gflop"] / pm["s"],
-        "device": iv["device"],
+    """One row (class count x text-chunk setting); keys of variants not measured are None."""
+    first = next(iter(results.values()))
+    # each variant's child resolves the chunk sizes itself (automatic: from the free memory at its build);
+    # the row's are prometar's when it was measured
+    chunked = results.get("prometar", first)
+    row: Dict = {"n_cls": spec["n_cls"], "text_chunk": chunked["text_chunk"],
+                 "text_chunk_first_order": chunked["text_chunk_first_order"], "text_chunk_setting": spec["text_chunk"],
+                 "text_chunks_by_variant": {v: [r["text_chunk"], r["text_chunk_first_order"]] for v, r in results.items()}}
+    for variant, prefix in PREFIX.items():
+        r = results.get(variant)
+        peak = "reg_peak_mb" if variant == "reg" else f"{prefix}_peak_mb"
+        base = "reg_base_mb" if variant == "reg" else f"{prefix}_base_mb"
+        step_mb = "reg_step_mb" if variant == "reg" else f"{prefix}_step_mb"
+        row.update({f"{prefix}_s": r and r["s"], peak: r and r["peak_mb"], f"{prefix}_gflop": r and r["gflop"],
+                    f"{prefix}_gflop_per_s": r and _ratio(r["gflop"], r["s"]), base: r and r["base_mb"],
+                    # peak above the memory held once the model is built (weights, interpreter / CUDA context excluded)
+                    step_mb: r and r["peak_mb"] - r["base_mb"], f"{prefix}_s_all": r and r["s_all"]})
+    row.update({
+        "device": first["device"],
         "prec": spec["prec"] if spec["prec"] != "amp" else f"amp-{spec['amp_dtype']}",
         "learner": spec["learner"],
         "shape": spec["shape"],
-    }
-    row.update({
-        "prometar_over_ivlp_s": row["prometar_s"] / row["ivlp_s"],
-        "reg_over_ivlp_s": row["reg_step_s"] / row["ivlp_s"],
-        "peak_ratio": row["prometar_peak_mb"] / row["ivlp_peak_mb"],
-        "gflop_ratio": row["prometar_gflop"] / row["ivlp_gflop"],
-        "gflop_rate_ratio": row["prometar_gflop_per_s"] / row["ivlp_gflop_per_s"],
-        "ivlp_base_mb": iv["base_mb"], "reg_base_mb": rg["base_mb"], "prometar_base_mb": pm["base_mb"],
-        # peak above the memory held once the model is built (weights, interpreter / CUDA context excluded)
-        "ivlp_step_mb": iv["peak_mb"] - iv["base_mb"], "reg_step_mb": rg["peak_mb"] - rg["base_mb"],
-        "prometar_step_mb": pm["peak_mb"] - pm["base_mb"],
-        "ivlp_s_all": iv["s_all"], "reg_step_s_all": rg["s_all"], "prometar_s_all": pm["s_all"],
-        "iters": spec["iters"], "warmup": spec["warmup"], "batch": BATCH, "labels": iv["labels"],
-        "text_tokens": iv["text_tokens"], "depth_text": iv["depth_text"], "depth_vision": iv["depth_vision"],
-        "trainable_params": iv["trainable_params"], "modulator_params": pm["modulator_params"],
-        "teacher_templates": spec["templates"], "isolated": spec["isolated"],
-        "device_name": iv["device_name"], "threads": iv["threads"], "torch": iv["torch"],
+        "variants": sorted(results),
+        "prometar_over_ivlp_s": _ratio(row["prometar_s"], row["ivlp_s"]),
+        "reg_over_ivlp_s": _ratio(row["reg_step_s"], row["ivlp_s"]),
+        "peak_ratio": _ratio(row["prometar_peak_mb"], row["ivlp_peak_mb"]),
+        "gflop_ratio": _ratio(row["prometar_gflop"], row["ivlp_gflop"]),
+        "gflop_rate_ratio": _ratio(row["prometar_gflop_per_s"], row["ivlp_gflop_per_s"]),
+        "step_mem_ratio": _ratio(row["prometar_step_mb"], row["ivlp_step_mb"]),
+        "iters": spec["iters"], "warmup": spec["warmup"], "batch": BATCH, "labels": first["labels"],
+        "text_tokens": first["text_tokens"], "depth_text": first["depth_text"], "depth_vision": first["depth_vision"],
+        "trainable_params": first["trainable_params"],
+        "modulator_params": results["prometar"]["modulator_params"] if "prometar" in results else None,
+        "teacher_templates": spec["templates"], "isolated": spec["isolated"], "text_chunk_note": chunked["text_chunk_note"],
+        "device_name": first["device_name"], "threads": first["threads"], "torch": first["torch"],
     })
-    row["step_mem_ratio"] = row["prometar_step_mb"] / row["ivlp_step_mb"] if row["ivlp_step_mb"] > 0 else float("nan")
     row["target_checks"] = ({name: target_check(row, *rest) for name, _, *rest in TARGETS}
                             if is_target_row(row) else None)
     return row
 
 
+def _peak_line(row: Dict) -> str:
+    return (f"{row['prometar_peak_mb']:.0f} MB vs {row['ivlp_peak_mb']:.0f} MB (x{row['peak_ratio']:.2f}; above the "
+            f"built model: {row['prometar_step_mb']:.0f} MB vs {row['ivlp_step_mb']:.0f} MB, x{row['step_mem_ratio']:.2f})")
+
+
+def _unchunked_twin(rows: Sequence[Dict], row: Dict, key: str) -> Optional[Dict]:
+    """The unchunked CPU fp32 row of the same class count that measured `key`, if any."""
+    return next((r for r in rows if r["n_cls"] == row["n_cls"] and not r["text_chunk"] and _chunk_target_row(r)
+                 and r.get(key) is not None), None)
+
+
+def chunk_checks(rows: Sequence[Dict]) -> List[Tuple[str, str, bool, str]]:
+    """(name, description, passed, values) of the class-count targets on CPU fp32 rows; the chunked targets
+    compare a chunked row with the unchunked row of the same class count (both measured in this run)."""
+    out = []
+    for name, text, n_cls, lhs, factor, rhs, vs_unchunked in CHUNK_TARGETS:
+        for row in rows:
+            if row["n_cls"] != n_cls or not _chunk_target_row(row) or row.get(lhs) is None:
+                continue
+            where = f"chunk {row['text_chunk']}" if row["text_chunk"] else "unchunked"
+            if vs_unchunked:
+                ref = _unchunked_twin(rows, row, rhs) if row["text_chunk"] else None
+                if ref is None:
+                    continue
+                bound, where = factor * ref[rhs], f"{where}; unchunked {ref[rhs]:.4g}"
+            elif rhs is None:
+                bound = factor
+            elif row.get(rhs) is not None:
+                bound, where = factor * row[rhs], f"{where}; {rhs} {row[rhs]:.4g}"
+            else:
+                continue
+            out.append((name, text, bool(row[lhs] <= bound), f"{row[lhs]:.4g} (bound {bound:.4g}; {where})"))
+    return out
+
+
 def check_lines(rows: Sequence[Dict]) -> List[str]:
-    """PASS/FAIL lines of the issue's targets (rows at 100 classes, CPU, fp32)."""
+    """PASS/FAIL lines of the issue's targets (100 classes, CPU, fp32; and the class-count targets)."""
     lines = []
     for row in rows:
         if not is_target_row(row):
             continue
-        values = {"peak": f"{row['prometar_peak_mb']:.0f} MB vs {row['ivlp_peak_mb']:.0f} MB "
-                          f"(x{row['peak_ratio']:.2f}; above the built model: {row['prometar_step_mb']:.0f} MB vs "
-                          f"{row['ivlp_step_mb']:.0f} MB, x{row['step_mem_ratio']:.2f})",
+        values = {"peak": _peak_line(row),
                   "reg_time": f"{row['reg_step_s']:.3g} s vs {row['ivlp_s']:.3g} s (x{row['reg_over_ivlp_s']:.2f})",
-                  "flop_rate": f"{row['prometar_gflop_per_s']:.3g} vs {row['ivlp_gflop_per_s']:.3g} GFLOP/s "
-                               f"(x{row['gflop_rate_ratio']:.2f})"}
+                  "flop_rate": f"{row['prometar_gflop_per_s'] or float('nan'):.3g} vs "
+                               f"{row['ivlp_gflop_per_s'] or float('nan'):.3g} GFLOP/s "
+                               f"(x{row['gflop_rate_ratio'] or float('nan'):.2f})"}
         for name, text, *rest in TARGETS:
             ok = target_check(row, *rest)
             note = " [memory not isolated: --in-process]" if name == "peak" and not row["isolated"] else ""
             lines.append(f"{'SKIP' if ok is None else 'PASS' if ok else 'FAIL'}: {text}: {values[name]}{note}")
+    for name, text, ok, values in chunk_checks(rows):
+        lines.append(f"{'PASS' if ok else 'FAIL'}: {text}: {values}")
     if not lines:
-        lines.append("target checks: not applicable (they need a --n-cls 100 row on --device cpu --prec fp32)")
+        lines.append("target checks: not applicable (they need CPU fp32 rows at 100 classes with all variants, "
+                     "or at 10, 300 or 1000 classes)")
     return lines
 
 
@@ -273,6 +351,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--n-cls", type=int, action="append", metavar="N",
                    help=f"number of classes (repeatable; default {' '.join(map(str, DEFAULT_N_CLS))}, "
                         f"plus {' '.join(map(str, CUDA_EXTRA_N_CLS))} on CUDA)")
+    p.add_argument("--text-chunk", type=int, action="append", metavar="N",
+                   help="TRAINER.PROMETAR.TEXT_CHUNK: 0 = all classes at once, N > 0 = chunks of N classes, -1 = "
+                        "automatic (default); repeatable: one row per value and class count")
+    p.add_argument("--text-chunk-mb", type=float, default=0.0, metavar="MB",
+                   help="TRAINER.PROMETAR.TEXT_CHUNK_MB: budget of the automatic choice (default 0: from free memory)")
+    p.add_argument("--max-unchunked-cls", type=int, default=None, metavar="N",
+                   help="skip --text-chunk 0 rows above N classes (where all classes at once do not fit in memory)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                   help=f"variants to measure (default all: {' '.join(VARIANTS)})")
     p.add_argument("--iters", type=int, default=3, help="timed iterations per variant (median reported); default 3")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations before timing (>= 1); default 1")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps or auto")
@@ -299,7 +386,26 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error("--n-cls must be >= 2 (the meta step needs >= 2 classes in the batch)")
     if not 1 <= args.templates <= len(IMAGENET_TEMPLATES):
         p.error(f"--templates must be in 1..{len(IMAGENET_TEMPLATES)}")
+    if args.text_chunk and any(c < AUTO for c in args.text_chunk):
+        p.error("--text-chunk must be -1 (automatic), 0 (all classes at once) or a number of classes")
+    args.text_chunk = args.text_chunk or [AUTO]
+    args.variants = [v for v in VARIANTS if v in args.variants]
     return args
+
+
+def _measure_all(spec: Dict, variants: Sequence[str], args: argparse.Namespace, device: torch.device) -> Dict:
+    results = {}
+    for variant in variants:
+        vspec = dict(spec, variant=variant)
+        results[variant] = measure_variant(vspec) if args.in_process else _run_child(vspec, args.child_timeout)
+        r = results[variant]
+        print(f"  n_cls={spec['n_cls']} text_chunk={r['text_chunk']} {variant:8s} {r['s']:.4g} s/iter, "
+              f"peak {r['peak_mb']:.0f} MB, {r['gflop']:.4g} GFLOP", flush=True)
+        if args.in_process:
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return results
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -315,21 +421,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     rows = []
     for n_cls in n_cls_list:
-        spec = dict(n_cls=n_cls, device=str(device), prec=args.prec, amp_dtype=args.amp_dtype, learner=args.learner,
-                    shape=args.shape, iters=args.iters, warmup=args.warmup, templates=args.templates,
-                    threads=args.threads, seed=args.seed, flops=not args.no_flops, isolated=not args.in_process)
-        results = {}
-        for variant in VARIANTS:
-            vspec = dict(spec, variant=variant)
-            results[variant] = measure_variant(vspec) if args.in_process else _run_child(vspec, args.child_timeout)
-            r = results[variant]
-            print(f"  n_cls={n_cls} {variant:8s} {r['s']:.4g} s/iter, peak {r['peak_mb']:.0f} MB, "
-                  f"{r['gflop']:.4g} GFLOP", flush=True)
-            if args.in_process:
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-        rows.append(make_row(results, spec))
+        for chunk in args.text_chunk:
+            if chunk == 0 and args.max_unchunked_cls is not None and n_cls > args.max_unchunked_cls:
+                print(f"  n_cls={n_cls} text_chunk=0 skipped (--max-unchunked-cls {args.max_unchunked_cls})")
+                continue
+            spec = dict(n_cls=n_cls, device=str(device), prec=args.prec, amp_dtype=args.amp_dtype,
+                        learner=args.learner, shape=args.shape, iters=args.iters, warmup=args.warmup,
+                        templates=args.templates, threads=args.threads, seed=args.seed, flops=not args.no_flops,
+                        isolated=not args.in_process, text_chunk=chunk, text_chunk_mb=args.text_chunk_mb)
+            rows.append(make_row(_measure_all(spec, args.variants, args, device), spec))
 
     info = env_info(device)
     mem = "peak RSS per child process" if device.type == "cpu" else "max_memory_allocated"
@@ -339,7 +439,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"prec {rows[0]['prec']}, {info['device']} ({info['device_name']}), {info['threads']} threads; "
           f"median of {args.iters} after {args.warmup} warm-up; memory: {mem}")
     print(format_table(rows, [
-        ("n_cls", "classes"), ("ivlp_s", "ivlp s"), ("reg_step_s", "reg s"), ("prometar_s", "prometar s"),
+        ("n_cls", "classes"), ("text_chunk", "chunk"), ("text_chunk_first_order", "chunk 1st"), ("ivlp_s", "ivlp s"), ("reg_step_s", "reg s"), ("prometar_s", "prometar s"),
         ("prometar_over_ivlp_s", "x time"), ("ivlp_peak_mb", "ivlp MB"), ("reg_peak_mb", "reg MB"),
         ("prometar_peak_mb", "prometar MB"), ("peak_ratio", "x mem"), ("step_mem_ratio", "x mem>base"), ("ivlp_gflop", "ivlp GF"),
         ("reg_step_gflop", "reg GF"), ("prometar_gflop", "prometar GF"), ("ivlp_gflop_per_s", "ivlp GF/s"),

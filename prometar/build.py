@@ -67,7 +67,11 @@ def build_prompted_clip(cfg: Any, classnames: Sequence[str], device: torch.devic
     learner = learner.to(device)
     if verbose:
         print(f"Building prompted CLIP: {learner.describe()}")
-    return PromptedCLIP(clip_model, learner, classnames, precision=p.PREC, amp_dtype=p.AMP_DTYPE)
+    model = PromptedCLIP(clip_model, learner, classnames, precision=p.PREC, amp_dtype=p.AMP_DTYPE,
+                         text_chunk=p.TEXT_CHUNK, text_chunk_mb=p.TEXT_CHUNK_MB)
+    if verbose:
+        print(model.text_chunks.note)
+    return model
 
 
 def build_step(cfg: Any, model: PromptedCLIP, verbose: bool = True) -> ProMetaRStep:

@@ -73,6 +73,8 @@ PROMETAR_DEFAULTS: dict[str, Any] = {
     "LEARNER": "IVLP",  # a name of the learner registry, prometar.learners.LEARNERS
     "META_REG": True,  # False: plain cross-entropy training of the learner (baseline)
     "AMP_DTYPE": "bf16",  # autocast dtype when PREC == "amp": bf16 or fp16
+    "TEXT_CHUNK": -1,  # classes encoded at a time on the text side: -1 automatic, 0 all at once, N > 0
+    "TEXT_CHUNK_MB": 0.0,  # budget of the automatic TEXT_CHUNK (0: from the device's free memory)
 }
 
 #: The leftover ``TRAINER.IVLP`` block that ProMetaR's train.py also defines.

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .learners import PromptLearner
 from .prompting import PromptSet
 from .templates import IMAGENET_TEMPLATES
+from .text_chunks import chunked_rows, plan_chunks, resolve_text_chunk
 from .towers import TextTower, VisionTower, text_tower, vision_tower
 
 from .clip_loader import openai_clip
@@ -54,17 +55,25 @@ class PromptedCLIP(nn.Module):
         classnames: class names as the dataset stores them (underscores become spaces in prompts).
         precision: "fp16", "fp32" or "amp" (autocast with `amp_dtype`).
         teacher_templates: templates averaged for the frozen text teacher (None: no teacher text features).
+        text_chunk: TEXT_CHUNK, classes encoded at a time on the text side (`prometar.text_chunks`; same
+            results, memory bounded by one chunk): 0 = all at once; N > 0 = N in passes taking second
+            derivatives and as many as take the same memory in first-order ones; -1 = from `text_chunk_mb`.
+        text_chunk_mb: TEXT_CHUNK_MB, the memory budget for -1 (0: from the device's free memory, see
+            `resolve_text_chunk`).
     """
 
     def __init__(self, clip_model: nn.Module, learner: PromptLearner, classnames: Sequence[str],
                  precision: str = "fp32", amp_dtype: str = "bf16",
-                 teacher_templates: Optional[Sequence[str]] = IMAGENET_TEMPLATES):
+                 teacher_templates: Optional[Sequence[str]] = IMAGENET_TEMPLATES,
+                 text_chunk: int = 0, text_chunk_mb: float = 0.0):
         super().__init__()
         text_tower(clip_model)  # refuses (naming the tower) a model whose text side the project cannot run
         self.clip = clip_model.requires_grad_(False).eval()
         self.prompt_learner = learner
         self.precision = precision
         self.amp_dtype = amp_dtype
+        self.text_chunk_setting = int(text_chunk)
+        self.text_chunk_mb = float(text_chunk_mb)
         self.teacher_templates = tuple(teacher_templates) if teacher_templates else ()
         self._eval_cache: Optional[tuple] = None
         self._register_state_dict_hook(_learner_only_state_dict)
@@ -108,6 +117,14 @@ class PromptedCLIP(nn.Module):
         self.register_buffer("_teacher_text", None, persistent=False)  # computed on first use (training only)
         self._prompt_names = names
         self._eval_cache = None
+        self.text_chunks = resolve_text_chunk(self.text_chunk_setting, tower.run_lengths(self.eot), tower,
+                                              self.device, self.text_chunk_mb)
+
+    def _chunks(self, positions: Tensor, second_order: bool = False) -> Optional[tuple]:
+        """Row chunks (sorted by prompt length) when the text side is chunked for `len(positions)` classes in a
+        pass of this order, else None."""
+        chunk = self.text_chunks.size(second_order, len(positions))
+        return plan_chunks(positions, chunk) if chunk else None
 
     @property
     def teacher_text(self) -> Tensor:
@@ -121,14 +138,21 @@ class PromptedCLIP(nn.Module):
 
     @torch.no_grad()
     def _teacher_text_features(self, names: List[str]) -> Tensor:
-        """Mean over templates of CLIP's (un-normalised) text features, then L2-normalised, as the official code."""
+        """Mean over templates of CLIP's (un-normalised) text features, then L2-normalised, as the official code.
+        One template at a time and, when the text side is chunked, one chunk of classes at a time."""
         total = None
         tower = self._text()
         for template in self.teacher_templates:
             tokens = tower.tokenize([template.format(n) for n in names]).to(self.device)
             positions = tower.positions(tokens)
-            with self.autocast():
-                feats = _compute_dtype(tower.encode(tower.embed(tokens[:, :tower.run_length(positions)]), positions))
+
+            def encode(rows: Tensor, tensors: Sequence[Tensor] = (), double_diff: bool = False) -> Tensor:
+                ids = tokens[rows, :tower.run_length(positions[rows])]
+                with self.autocast():
+                    return _compute_dtype(tower.encode(tower.embed(ids), positions[rows]))
+            chunks = self._chunks(positions)
+            feats = encode(torch.arange(len(names), device=self.device)) if chunks is None else \
+                chunked_rows(encode, chunks, len(names), ())
             total = feats if total is None else total + feats
         return F.normalize(total / len(self.teacher_templates), dim=-1)
 
@@ -149,9 +173,28 @@ class PromptedCLIP(nn.Module):
         return torch.func.functional_call(self.prompt_learner, params, ())
 
     def text_features(self, prompts: PromptSet, double_diff: bool = False) -> Tensor:
-        """Un-normalised prompted text features of all classes (float32, or float64 for a float64 model)."""
-        with self.autocast():
-            return _compute_dtype(self._text().encode(self.token_embeds, self.eot, prompts.text, double_diff))
+        """Un-normalised prompted text features of all classes (float32, or float64 for a float64 model).
+
+        `double_diff` says that second derivatives will be taken. With the text side chunked (`text_chunk`),
+        classes are encoded a chunk at a time and only the prompts are kept for the backward pass, which
+        recomputes each chunk (first and second derivatives exact); second-order passes use smaller chunks."""
+        tower = self._text()
+        chunks = self._chunks(self.eot, second_order=double_diff)
+        if chunks is None:
+            with self.autocast():
+                return _compute_dtype(tower.encode(self.token_embeds, self.eot, prompts.text, double_diff))
+        layers = [i for i, p in enumerate(prompts.text) if p is not None]
+        depth = len(prompts.text)
+
+        def encode(rows: Tensor, tensors: Sequence[Tensor], double_diff: bool) -> Tensor:
+            text: List[Optional[Tensor]] = [None] * depth
+            for i, t in zip(layers, tensors):
+                text[i] = t
+            positions = self.eot[rows]
+            with self.autocast():
+                embeds = self.token_embeds[rows, :tower.run_length(positions)]
+                return _compute_dtype(tower.encode(embeds, positions, text, double_diff))
+        return chunked_rows(encode, chunks, self.n_cls, [prompts.text[i] for i in layers])
 
     def image_features(self, images: Tensor, prompts: Optional[PromptSet], double_diff: bool = False) -> Tensor:
         """Un-normalised (prompted, or plain when `prompts` is None) image features (float32 or float64)."""

@@ -176,6 +176,18 @@ class TextTower:
             return int(positions.max()) + 1
         return self.context_length
 
+    def run_lengths(self, positions: Tensor) -> Tensor:
+        """Per row, the tokens the encoder needs for that row alone (`run_length` of one row)."""
+        if self.causal and self.pool in ("argmax", "eos"):
+            return positions + 1
+        return torch.full_like(positions, self.context_length)
+
+    @property
+    def heads(self) -> int:
+        """Attention heads per block (from the first block's attention)."""
+        attn = self.module.transformer.resblocks[0].attn
+        return int(getattr(attn, "num_heads", max(1, self.width // 64)))
+
     def encode(self, token_embeds: Tensor, positions: Tensor, prompts: Sequence[Optional[Tensor]] = (),
                double_diff: bool = False) -> Tensor:
         return encode_text(self.model, token_embeds, positions, prompts, double_diff)

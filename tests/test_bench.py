@@ -105,6 +105,32 @@ def test_target_checks(step_cost):
     assert "not applicable" in step_cost.check_lines([dict(row, prec="fp16")])[0]
 
 
+def test_step_cost_text_chunk_rows_and_variants(step_cost, tmp_path):
+    out = tmp_path / "chunk.json"
+    assert step_cost.main(["--shape", "tiny", "--n-cls", "9", "--text-chunk", "0", "--text-chunk", "4",
+                           "--variants", "prometar", "--iters", "1", "--no-flops", "--in-process",
+                           "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["n_cls"], r["text_chunk"], r["text_chunk_setting"]) for r in rows] == [(9, 0, 0), (9, 4, 4)]
+    for row in rows:
+        assert row["variants"] == ["prometar"] and row["ivlp_s"] is None and row["ivlp_peak_mb"] is None
+        assert row["text_chunks_by_variant"] == {"prometar": [row["text_chunk"], row["text_chunk_first_order"]]}
+        assert row["prometar_s"] > 0 and row["prometar_peak_mb"] > 0
+
+
+def test_chunk_target_checks_compare_rows_of_the_same_run(step_cost):
+    def row(n_cls, chunk, **kw):
+        return dict(n_cls=n_cls, text_chunk=chunk, device="cpu", prec="fp32", shape="ViT-B/16", **kw)
+    rows = [row(300, 0, prometar_s=100.0, prometar_peak_mb=14000.0),
+            row(300, 96, prometar_s=120.0, prometar_peak_mb=7500.0),
+            row(1000, 96, prometar_s=400.0, prometar_peak_mb=7000.0),
+            row(10, 0, prometar_s=12.0, ivlp_s=2.5)]
+    results = {name: ok for name, _, ok, _ in step_cost.chunk_checks(rows)}
+    assert results == {"chunk_peak_300": False, "chunk_time_300": True, "peak_1000": True, "ivlp_ratio_10": False}
+    assert step_cost.chunk_checks([dict(rows[1], shape="tiny")]) == []  # stated for ViT-B/16 only
+    assert step_cost.chunk_checks(rows[1:2]) == []  # no unchunked row of the same run: nothing to compare
+
+
 def test_step_cost_rejects_a_single_class(step_cost):
     with pytest.raises(SystemExit):
         step_cost.main(["--shape", "tiny", "--n-cls", "1"])

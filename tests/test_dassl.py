@@ -126,6 +126,7 @@ def test_base_to_new_train_then_eval_only(base_run, eurosat_root, tiny_clip_path
     assert "** Arguments **" in log and "** Config **" in log and "Collecting env info ..." in log
     assert "Loading trainer: ProMetaR" in log and "Loading dataset: EuroSAT" in log
     assert "SUBSAMPLE BASE CLASSES!" in log and "No checkpoint found, train from scratch" in log
+    assert log.count("Text side: all 2 classes at once (automatic") == 1  # TRAINER.PROMETAR.TEXT_CHUNK, logged once
     assert "epoch [1/1] batch [2/2]" in log and " ce " in log and " meta_loss " in log and " lr " in log
     assert "Finish training" in log and "=> result" in log and "* accuracy:" in log
     ckpt = base_run / "VLPromptLearner" / "model.pth.tar-1"

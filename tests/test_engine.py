@@ -45,6 +45,7 @@ def test_train_then_eval_new_classes(data_root, small_clip_path, tmp_path):
         assert (train_dir / rel).is_file(), rel
     log = read_log(train_dir)
     assert log.startswith("Engine: built-in")
+    assert log.count("Text side: all 2 classes at once (automatic") == 1  # TRAINER.PROMETAR.TEXT_CHUNK, logged once
     for line in ("SUBSAMPLE BASE CLASSES!", "epoch [1/1] batch [2/2]", "ce ", "reg_text ", "meta_loss ",
                  "Checkpoint saved to", "Finish training", "Deploy the last-epoch model",
                  "Evaluate on the *test* set", "=> result", "* accuracy:", "* macro_f1:"):
