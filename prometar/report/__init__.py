@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 
 from .results import (DatasetStats, LogResult, MethodReport, Runs, find_base2new_dir, harmonic_mean,
                       load_published, paper_average, parse_log, read_run, scan_base2new, summarize)
-from .tables import (base2new_csv_rows, markdown_table, notes, paper_comparison, render_markdown, seed_notes,
+from .tables import (base2new_csv_rows, issue_lines, markdown_table, notes, paper_comparison, render_markdown, seed_notes,
                      table_rows, write_csv)
 
 __all__ = [
@@ -127,7 +127,7 @@ def _xd_section(root: str, out_dir: str, keyword: str, plot: bool) -> Optional[d
     text = []
     for _, title, header, rows in xd_tables(methods):
         text += ["", f"{title}:", markdown_table(header, rows)]
-    issues = [f"[{m.label}] {i}" for m in methods for i in m.issues]
+    issues = issue_lines(methods)
     if issues:
         text += ["", "Missing or partial runs (cross-dataset / domain generalisation):"] + [f"  - {i}" for i in issues]
     written, figures = [], []
@@ -151,7 +151,7 @@ def _fewshot_section(root: str, out_dir: str, keyword: str, plot: bool) -> Optio
     text = []
     for m in methods:
         text += ["", f"Few-shot, {m.label}:", markdown_table(*fewshot_table(m))]
-    issues = [f"[{m.label}] {i}" for m in methods for i in m.issues]
+    issues = issue_lines(methods)
     if issues:
         text += ["", "Missing or partial runs (few-shot):"] + [f"  - {i}" for i in issues]
     written, figures = [], []

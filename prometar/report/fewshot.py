@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 from .results import MIN_AVERAGE_DATASETS, cell_of, ordered, seed_results, subdirs
 from .runs import Cell, mean_std
-from .tables import display, fmt, markdown_table, num
+from .tables import display, fmt, markdown_table, markdown_tail, num
 
 __all__ = ["FewshotMethod", "scan_fewshot", "fewshot_table", "render_fewshot", "fewshot_csv_rows"]
 
@@ -120,13 +120,7 @@ def render_fewshot(methods: Sequence[FewshotMethod], source: str = "",
     for m in methods:
         parts += [f"## {m.label} (seeds {', '.join(map(str, m.seeds)) or '-'})", "",
                   markdown_table(*fewshot_table(m)), ""]
-    parts += ["## Missing or partial runs (few-shot)", ""]
-    issues = [f"[{m.label}] {i}" for m in methods for i in m.issues]
-    parts += [f"- {i}" for i in issues] if issues else ["None: every seed folder has a result."]
-    for title, rel in figures:
-        parts += ["", f"### {title}", "", f"![{title}]({rel})"]
-    parts.append("")
-    return "\n".join(parts)
+    return "\n".join(parts + markdown_tail(methods, "few-shot", figures))
 
 
 def fewshot_csv_rows(methods: Sequence[FewshotMethod]) -> list[dict[str, Any]]:

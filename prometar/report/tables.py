@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import csv
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 from ..data.specs import SPECS, protocol_datasets, resolve_name
 from .results import MIN_AVERAGE_DATASETS, MethodReport, ordered, paper_average
@@ -93,6 +93,22 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def issue_lines(methods: Sequence[Any]) -> list[str]:
+    """Each method's listed issues (missing or partial runs), as ``[label] issue``."""
+    return [f"[{m.label}] {i}" for m in methods for i in m.issues]
+
+
+def markdown_tail(methods: Sequence[Any], protocol: str, figures: Sequence[Tuple[str, str]]) -> list[str]:
+    """The end of a protocol's ``report.md``: its missing or partial runs, then its figures."""
+    issues = issue_lines(methods)
+    parts = [f"## Missing or partial runs ({protocol})", ""]
+    parts += [f"- {i}" for i in issues] if issues else ["None: every seed folder has a result."]
+    for title, rel in figures:
+        parts += ["", f"### {title}", "", f"![{title}]({rel})"]
+    parts.append("")
+    return parts
 
 
 def notes(reports: Sequence[MethodReport]) -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 from ..data.specs import protocol_datasets
 from .results import cell_of, ordered, seed_results, subdirs
 from .runs import Cell, mean_std
-from .tables import display, fmt, markdown_table, num
+from .tables import display, fmt, markdown_table, markdown_tail, num
 
 __all__ = ["XdMethod", "scan_xd", "xd_tables", "render_xd", "xd_csv_rows", "TABLES"]
 
@@ -165,13 +165,7 @@ def render_xd(methods: Sequence[XdMethod], source: str = "", figures: Sequence[t
     ]
     for _, title, header, rows in xd_tables(methods):
         parts += [f"## {title}", "", markdown_table(header, rows), ""]
-    parts += ["## Missing or partial runs (cross-dataset / domain generalisation)", ""]
-    issues = [f"[{m.label}] {i}" for m in methods for i in m.issues]
-    parts += [f"- {i}" for i in issues] if issues else ["None: every seed folder has a result."]
-    for title, rel in figures:
-        parts += ["", f"### {title}", "", f"![{title}]({rel})"]
-    parts.append("")
-    return "\n".join(parts)
+    return "\n".join(parts + markdown_tail(methods, "cross-dataset / domain generalisation", figures))
 
 
 def xd_csv_rows(methods: Sequence[XdMethod]) -> list[dict[str, Any]]:
