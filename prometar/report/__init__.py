@@ -32,8 +32,8 @@ from typing import Optional, Sequence
 
 from .results import (DatasetStats, LogResult, MethodReport, Runs, find_base2new_dir, harmonic_mean,
                       load_published, paper_average, parse_log, read_run, scan_base2new, summarize)
-from .tables import (base2new_csv_rows, issue_lines, markdown_table, notes, paper_comparison, render_markdown, seed_notes,
-                     table_rows, write_csv)
+from .tables import (base2new_csv_rows, issue_lines, markdown_table, notes, paper_comparison, render_markdown,
+                     seed_notes, table_rows, write_csv)
 
 __all__ = [
     "LogResult",
