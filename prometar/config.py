@@ -88,15 +88,39 @@ IVLP_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigKeyError(KeyError):
+class ConfigError(Exception):
+    """Base of the errors in a config the user gave (files, KEY VALUE options): train.py reports them as one
+    ``ERROR:`` line (exit 2). Each is also an instance of the built-in type it replaces."""
+
+
+class ConfigKeyError(ConfigError, KeyError):
     """A KeyError whose message prints without KeyError's extra quotes."""
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return str(self.args[0]) if self.args else ""
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(ConfigError, ValueError):
     """A config file that is not valid YAML; the message names the file, line and column."""
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A bad value or option in the config the user gave."""
+
+
+class ConfigAssertionError(ConfigError, AssertionError):
+    """yacs' AssertionError (unknown key, wrong type) with the file or option named."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """yacs' TypeError with the file or option named."""
+
+
+class ConfigFileNotFound(ConfigError, FileNotFoundError):
+    """A config file that does not exist."""
+
+
+_CONTEXT_TYPES = ((KeyError, ConfigKeyError), (AssertionError, ConfigAssertionError), (TypeError, ConfigTypeError))
 
 
 def _yaml_error(exc: Exception, path: str, what: str) -> ConfigFileError:
@@ -367,18 +391,16 @@ def _with_context(exc: BaseException, where: str) -> BaseException:
     """Return an exception of a compatible type whose message starts with ``where``."""
     msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     text = f"{where}: {msg}"
-    if isinstance(exc, KeyError):
-        return ConfigKeyError(text)
-    try:
-        return type(exc)(text)
-    except Exception:  # exotic exception signature
-        return ValueError(text)
+    for base, wrapped in _CONTEXT_TYPES:
+        if isinstance(exc, base):
+            return wrapped(text)
+    return ConfigValueError(text)
 
 
 def merge_file(cfg: CN, path: str, what: str = "config file") -> CN:
     """Merge the YAML file ``path`` into ``cfg`` with yacs semantics; errors name the file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'{what} not found: "{path}"')
+        raise ConfigFileNotFound(f'{what} not found: "{path}"')
     import yaml
 
     try:
@@ -395,8 +417,12 @@ def merge_opts(cfg: CN, opts: Optional[Sequence[Any]]) -> CN:
     if not opts:
         return cfg
     opts = list(opts)
+    flags = [str(o) for o in opts if str(o).startswith("--")]
+    if flags:  # argparse hands everything after the first KEY to opts
+        raise ConfigValueError(f"{' '.join(flags)} after the KEY VALUE options: train.py flags must come before the "
+                               f"first KEY VALUE option (e.g. --eval-only --model-dir DIR KEY VALUE ...)")
     if len(opts) % 2:
-        raise ValueError(
+        raise ConfigValueError(
             f"command-line opts must be KEY VALUE pairs, got an odd number ({len(opts)}): {opts}"
         )
     try:

@@ -59,11 +59,17 @@ def train_parser() -> argparse.ArgumentParser:
 
 def train_main(argv: Optional[List[str]] = None) -> int:
     """Entry point of `train.py` / `prometar train`."""
-    args = train_parser().parse_args(argv)
-    if args.engine == "auto":
-        from .dassl import dassl_available
+    from .config import ConfigError
 
-        if dassl_available():
-            return run_dassl(args)
-        return run_builtin(args, note="Dassl is not installed")
-    return ENGINES[args.engine].target(args)
+    args = train_parser().parse_args(argv)
+    try:
+        if args.engine == "auto":
+            from .dassl import dassl_available
+
+            if dassl_available():
+                return run_dassl(args)
+            return run_builtin(args, note="Dassl is not installed")
+        return ENGINES[args.engine].target(args)
+    except ConfigError as exc:  # a bad config file or KEY VALUE option: the message names it
+        print(f"ERROR: {exc}")
+        return 2

@@ -101,6 +101,24 @@ def test_yaml_syntax_error_names_file_and_line(engine, which, tmp_path):
     assert ("dataset config file" in msg) == (which == "dataset")
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_config_input_is_one_error_line_through_train_py(engine, tmp_path, capsys):
+    """train.py flags after the KEY VALUE options (argparse hands them to opts), an unknown key and a missing
+    config file each end with one ERROR line naming what is wrong, exit 2, before anything is written."""
+    from prometar.launch import train_main
+
+    head = ["--root", str(tmp_path), "--trainer", "ProMetaR", "--engine", engine, "--output-dir", str(tmp_path / "o")]
+    cases = [(["--config-file", str(METHOD_YAML), "OPTIM.MAX_EPOCH", "1", "--eval-only", "--load-epoch", "1"],
+              "--eval-only --load-epoch after the KEY VALUE options"),
+             (["--config-file", str(METHOD_YAML), "OPTIM.NO_SUCH_KEY", "1"], "Non-existent key: OPTIM.NO_SUCH_KEY"),
+             (["--config-file", str(tmp_path / "nope.yaml")], f'config file not found: "{tmp_path / "nope.yaml"}"')]
+    for extra, expected in cases:
+        assert train_main(head + extra) == 2
+        out = capsys.readouterr().out
+        assert out.startswith("ERROR: ") and expected in out and "Traceback" not in out
+    assert not (tmp_path / "o").exists()
+
+
 # ------------------------------------------------------------------ 2. a class without training images
 @pytest.fixture
 def no_train_class_root(tmp_path):
