@@ -121,9 +121,10 @@ def test_divergence_stops_with_step_and_keeps_last_checkpoint(data_root, small_c
     assert "epoch 2, batch 2 (step 4)" in log and str(kept) in log and kept.is_file()
 
 
-def test_unknown_config_key_is_named(data_root, small_clip_path, tmp_path):
-    with pytest.raises(Exception, match="TRAINER.PROMETAR.NOT_A_KEY"):
-        run(data_root, small_clip_path, tmp_path / "bad", opts=("TRAINER.PROMETAR.NOT_A_KEY", "1"))
+def test_unknown_config_key_is_named(data_root, small_clip_path, tmp_path, capsys):
+    assert run(data_root, small_clip_path, tmp_path / "bad", opts=("TRAINER.PROMETAR.NOT_A_KEY", "1")) == 2
+    assert "ERROR: while merging command-line opts: Non-existent key: TRAINER.PROMETAR.NOT_A_KEY" in \
+        capsys.readouterr().out
 
 
 def test_plain_learner_baseline_trains_without_modulator(data_root, small_clip_path, tmp_path):
