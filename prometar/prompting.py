@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PromptSet", "attention", "layer_norm", "run_block", "encode_text", "encode_image", "eot_positions"]
+__all__ = ["PromptSet", "attention", "layer_norm", "run_block", "encode_text", "encode_image", "swap_vision_prompt",
+           "eot_positions"]
 
 
 @dataclass
@@ -126,6 +127,15 @@ def encode_text(clip_model: nn.Module, token_embeds: Tensor, eot: Tensor,
     return x @ clip_model.text_projection
 
 
+def swap_vision_prompt(x: Tensor, ctx: Tensor, n_prompt: int, layer: int) -> Tensor:
+    """`x` with its last `n_prompt` tokens (the vision prompts appended at layer 0) replaced by the deep prompt
+    `ctx` of `layer` (IVLP: each prompted layer gets its own prompts)."""
+    if ctx.shape[0] != n_prompt:
+        raise ValueError(f"vision prompt of layer {layer} has {ctx.shape[0]} tokens but {n_prompt} prompt "
+                         f"tokens were appended at layer 0")
+    return torch.cat([x[:, :-n_prompt], ctx.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+
+
 def encode_image(visual: nn.Module, images: Tensor, prompts: Sequence[Optional[Tensor]] = (),
                  double_diff: bool = False) -> Tensor:
     """Image features of `clip.model.VisionTransformer` with deep vision prompts."""
@@ -146,10 +156,7 @@ def encode_image(visual: nn.Module, images: Tensor, prompts: Sequence[Optional[T
     for i, block in enumerate(blocks):
         ctx = prompts[i] if 0 < i < len(prompts) else None
         if ctx is not None:
-            if ctx.shape[0] != n_prompt:
-                raise ValueError(f"vision prompt of layer {i} has {ctx.shape[0]} tokens but {n_prompt} prompt "
-                                 f"tokens were appended at layer 0")
-            x = torch.cat([x[:, :-n_prompt], ctx.to(x.dtype).unsqueeze(0).expand(n, -1, -1)], dim=1)
+            x = swap_vision_prompt(x, ctx, n_prompt, i)
         x = run_block(block, x, causal=False, double_diff=double_diff)
     x = layer_norm(visual.ln_post, x[:, 0])
     return x @ visual.proj

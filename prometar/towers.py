@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .backbone import BackboneInfo, TowerNotSupported, backbone_info_of
 from .clip_loader import openai_clip
-from .prompting import attention, encode_image, encode_text, layer_norm
+from .prompting import attention, encode_image, encode_text, layer_norm, swap_vision_prompt
 
 __all__ = ["TextTower", "VisionTower", "text_tower", "vision_tower", "backbone_info", "family_of"]
 
@@ -343,10 +343,7 @@ class OpenClipViTTower(OpenAIViTTower):
         for i, block in enumerate(blocks):
             ctx = prompts[i] if 0 < i < len(prompts) else None
             if ctx is not None:
-                if ctx.shape[0] != n_prompt:
-                    raise ValueError(f"vision prompt of layer {i} has {ctx.shape[0]} tokens but {n_prompt} prompt "
-                                     f"tokens were appended at layer 0")
-                x = torch.cat([x[:, :-n_prompt], ctx.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
+                x = swap_vision_prompt(x, ctx, n_prompt, i)
             x = _run_block(block, x, False, double_diff)
         if n_prompt:
             x = x[:, :-n_prompt]
